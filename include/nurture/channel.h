@@ -1,0 +1,144 @@
+/**
+ * @file channel.h
+ * @brief The channel plugin ABI.
+ *
+ * A channel plugin is a shared object in the modules directory named `nt_<name>.so`. It exports
+ * one symbol, `nt_channel_entry`, returning a pointer to a constant nt_channel_ops_t. The host
+ * reads `abi_version` first and refuses the plugin, with a log line saying both versions, when it
+ * differs from NT_CHANNEL_ABI_VERSION; it reads only the fields that `size` says exist.
+ *
+ * Plugins run on the daemon's single event loop and must never block it: network work goes
+ * through the loop (libevent), the host's curl multi handle and the host's Redis connection.
+ * A plugin reaches the daemon only through nt_channel_host_t; it never links to daemon symbols.
+ */
+#ifndef NURTURE_CHANNEL_H
+#define NURTURE_CHANNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nurture/rc.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Bumped on any incompatible change of the structs below. */
+#define NT_CHANNEL_ABI_VERSION 1
+
+/** Name of the symbol every plugin exports. */
+#define NT_CHANNEL_ENTRY_SYMBOL "nt_channel_entry"
+
+/** Log levels for nt_channel_host_t.log. */
+typedef enum nt_log_level {
+    NT_LOG_DEBUG = 0,
+    NT_LOG_INFO = 1,
+    NT_LOG_WARN = 2,
+    NT_LOG_ERROR = 3,
+} nt_log_level_t;
+
+/** A name/value pair; both NUL-terminated and borrowed. */
+typedef struct nt_kv {
+    const char *key;   /**< name */
+    const char *value; /**< value */
+} nt_kv_t;
+
+/** One message handed to a channel. Everything is borrowed until `done` is called. */
+typedef struct nt_message {
+    const char *id;           /**< idempotency key: the same for every delivery attempt */
+    const char *lead_id;      /**< the lead */
+    const char *plan_id;      /**< the plan */
+    uint32_t plan_version;    /**< the plan version the run is on */
+    const char *node_id;      /**< the send node */
+    uint32_t visit;           /**< the run's step counter when it entered the node */
+    const nt_kv_t *params;    /**< the node's channel parameters */
+    size_t nparams;           /**< number of params */
+    const nt_kv_t *lead;      /**< the lead's attributes at commit time (score, stage included) */
+    size_t nlead;             /**< number of lead attributes */
+    int attempt;              /**< 1 for the first delivery attempt */
+} nt_message_t;
+
+/**
+ * Completion of nt_channel_ops_t.dispatch, called exactly once per dispatch.
+ * @param arg     the done_arg given to dispatch
+ * @param rc      NT_OK: accepted; NT_EUNAVAIL/NT_ETIMEOUT: transient, retry later;
+ *                NT_EPERMFAIL or any other error: permanent, the node leaves by "failed"
+ * @param outcome on NT_OK the outcome to report ("sent" when NULL)
+ * @param detail  human-readable detail for the timeline, or NULL
+ */
+typedef void nt_channel_done_fn(void *arg, nt_rc_t rc, const char *outcome, const char *detail);
+
+/** Services the host lends to a plugin; valid from init to shutdown. */
+typedef struct nt_channel_host {
+    uint32_t abi_version; /**< NT_CHANNEL_ABI_VERSION of the host */
+    uint32_t size;        /**< sizeof(nt_channel_host_t) of the host */
+    /** Log a line under the plugin's name. */
+    void (*log)(nt_log_level_t level, const char *channel, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+    /** Configuration value `channel.<name>.<key>`, or def when unset. Borrowed. */
+    const char *(*config)(const char *channel, const char *key, const char *def);
+    void *event_base;     /**< the loop's struct event_base * */
+    void *curl_multi;     /**< the loop's CURLM * (socket API driven by the loop) */
+    void *redis;          /**< the loop's redisAsyncContext * (may be NULL while disconnected) */
+    const char *data_dir; /**< the daemon's data directory */
+    /** Current time in ms on the daemon's (possibly scaled) clock. */
+    int64_t (*now_ms)(void);
+    /**
+     * Post an event for a lead as if it came through the events API (outcomes arriving later,
+     * such as a call completed or an attendance). Asynchronous; returns NT_OK when queued.
+     */
+    nt_rc_t (*post_event)(const char *lead_id, const char *type, const nt_kv_t *attrs,
+                          size_t nattrs);
+} nt_channel_host_t;
+
+/** Describes one channel parameter, for validation before a plan is published. */
+typedef struct nt_channel_param {
+    const char *name;        /**< parameter name */
+    int required;            /**< non-zero: must be present */
+    const char *description; /**< one line for `nurturectl validate` and docs */
+} nt_channel_param_t;
+
+/** The plugin: one constant struct. New fields are appended; readers check `size`. */
+typedef struct nt_channel_ops {
+    uint32_t abi_version;   /**< NT_CHANNEL_ABI_VERSION the plugin was built with */
+    uint32_t size;          /**< sizeof(nt_channel_ops_t) the plugin was built with */
+    const char *name;       /**< channel name as used in plans: [a-z0-9_]+ */
+    const char *description;/**< one line */
+    const nt_channel_param_t *params; /**< parameters, terminated by a {NULL} entry */
+    const char *const *outcomes;      /**< outcomes it reports besides "sent" and "failed"; NULL-terminated */
+
+    /**
+     * Validate a send node's parameters (beyond required/unknown names, which the host checks).
+     * May be NULL. Runs without init (also inside nurturectl). Returns NT_OK, or an error with
+     * *errmsg set to a malloc'd sentence the caller frees.
+     */
+    nt_rc_t (*validate)(const nt_kv_t *params, size_t nparams, char **errmsg);
+
+    /**
+     * Start the plugin in the daemon. May be NULL. *state is passed to the other hooks.
+     * On failure returns an error and sets *errmsg (malloc'd, caller frees).
+     */
+    nt_rc_t (*init)(const nt_channel_host_t *host, void **state, char **errmsg);
+
+    /**
+     * Deliver msg. Returns NT_AGAIN when `done` will be called later, or calls `done` before
+     * returning and returns NT_OK. Must not block. Must honour msg->id: a second dispatch of
+     * the same id must not deliver twice.
+     */
+    nt_rc_t (*dispatch)(void *state, const nt_message_t *msg, nt_channel_done_fn *done,
+                        void *done_arg);
+
+    /** Cancel what is in flight (each pending done fires with NT_ECANCELED) and free state. */
+    void (*shutdown)(void *state);
+
+    void *reserved[8];      /**< zero; room for growth */
+} nt_channel_ops_t;
+
+/** The type of the entry symbol. */
+typedef const nt_channel_ops_t *nt_channel_entry_fn(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
