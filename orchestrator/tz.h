@@ -34,4 +34,7 @@ int nt_tz_parse_hhmm(const char *s);
 /* Non-zero when ICU knows tz as a canonical or alias IANA zone id. */
 int nt_tz_valid(const char *tz);
 
+/* Close the calendars cached per zone (at exit, or in tests); later calls reopen them. */
+void nt_tz_cleanup(void);
+
 #endif
