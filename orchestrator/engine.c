@@ -36,23 +36,26 @@ static char *xstrdup(ctx_t *c, const char *s)
     return d;
 }
 
-/* Grow *arr (of *n elements of size elem) by one element; returns the new slot or NULL. */
-static void *push(ctx_t *c, void *arr_p, size_t *n, size_t elem)
+/* arr (n elements of size elem) with room for one more, or arr unchanged and c->oom set. */
+static void *grow(ctx_t *c, void *arr, size_t n, size_t elem)
 {
-    void **arr = arr_p;
-    char *p;
+    void *p;
 
     if (c->oom)
-        return NULL;
-    p = realloc(*arr, (*n + 1) * elem);
+        return arr;
+    p = realloc(arr, (n + 1) * elem);
     if (p == NULL) {
         c->oom = 1;
-        return NULL;
+        return arr;
     }
-    *arr = p;
-    memset(p + *n * elem, 0, elem);
-    return p + (*n)++ * elem;
+    return p;
 }
+
+/* Append a zeroed element to array arr of n elements; evaluates to its address, or NULL (out
+ * of memory, c->oom set). */
+#define PUSH(c, arr, n)                                                                        \
+    ((arr) = grow((c), (arr), (n), sizeof(*(arr))),                                            \
+     (c)->oom ? NULL : memset(&(arr)[(n)++], 0, sizeof(*(arr))))
 
 static void note(ctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -72,7 +75,7 @@ static void note(ctx_t *c, const char *fmt, ...)
         c->oom = 1;
         return;
     }
-    slot = push(c, &c->out->notes, &c->out->nnotes, sizeof(char *));
+    slot = PUSH(c, c->out->notes, c->out->nnotes);
     if (slot == NULL) {
         free(s);
         return;
@@ -188,7 +191,7 @@ static void emit(ctx_t *c, const Nt__Node *n)
     nt_outmsg_t *m;
     size_t i;
 
-    m = push(c, &c->out->msgs, &c->out->nmsgs, sizeof(*m));
+    m = PUSH(c, c->out->msgs, c->out->nmsgs);
     if (m == NULL)
         return;
     if (asprintf(&m->id, "%s:%s:%s:%u", c->lead->id, c->run->plan_id, n->id, c->visit) < 0) {
@@ -218,7 +221,7 @@ static void emit(ctx_t *c, const Nt__Node *n)
 
 static void record_set(ctx_t *c, const char *name, const char *value)
 {
-    nt_kv_t *kv = push(c, &c->out->set, &c->out->nset, sizeof(*kv));
+    nt_kv_t *kv = PUSH(c, c->out->set, c->out->nset);
 
     if (kv == NULL)
         return;
@@ -422,7 +425,7 @@ static void walk(ctx_t *c, const Nt__Node *resume, const char *id)
         }
         c->visit++;
         c->cur = n->id;
-        slot = push(c, &c->out->path, &c->out->npath, sizeof(char *));
+        slot = PUSH(c, c->out->path, c->out->npath);
         if (slot != NULL)
             *slot = xstrdup(c, n->id);
         note(c, "entered %s (%s)", n->id, nt_node_kind_name(n));
