@@ -83,7 +83,8 @@ static void note(ctx_t *c, const char *fmt, ...)
     *slot = s;
 }
 
-/* End the run with reason (taken as is). */
+/* End the run with reason (taken as is). No note: the worker writes "left plan <id>: <reason>"
+ * for every run that ends, and the notes before this say why. */
 static void finish(ctx_t *c, const char *reason)
 {
     free(c->out->exit_reason);
@@ -91,7 +92,6 @@ static void finish(ctx_t *c, const char *reason)
     c->out->status = NT_RUN_DONE;
     c->out->due_ms = 0;
     c->done = 1;
-    note(c, "run ended: %s", reason);
 }
 
 /* End the run with reason "<prefix>:<id>". */
@@ -342,6 +342,7 @@ static const char *step(ctx_t *c, const Nt__Node *n)
         return NULL;
     case NT__NODE__KIND_WAIT:
         if (wait_due(c, n->wait, &due) != 0) {
+            note(c, "wait at %s has no valid time", n->id);
             finish2(c, "invalid_wait", n->id);
             return NULL;
         }
@@ -369,11 +370,13 @@ static const char *step(ctx_t *c, const Nt__Node *n)
             note(c, "branch %s: no case holds, to %s", n->id, n->branch->default_);
             return n->branch->default_;
         }
+        note(c, "branch %s: no case holds and there is no default", n->id);
         finish2(c, "no_branch", n->id);
         return NULL;
     case NT__NODE__KIND_SPLIT:
         arm = nt_engine_split_arm(n->split, c->lead->id, c->run->plan_id, n->id);
         if (arm < 0) {
+            note(c, "split %s has no arm with weight", n->id);
             finish2(c, "no_arm", n->id);
             return NULL;
         }
@@ -392,6 +395,7 @@ static const char *step(ctx_t *c, const Nt__Node *n)
             finish2(c, "exit", n->id);
         return NULL;
     default:
+        note(c, "node %s has no kind", n->id);
         finish2(c, "invalid_node", n->id);
         return NULL;
     }
@@ -420,6 +424,7 @@ static void walk(ctx_t *c, const Nt__Node *resume, const char *id)
         steps++;
         n = nt_plan_node(c->plan, id);
         if (n == NULL) {
+            note(c, "there is no node '%s' in the plan", id != NULL ? id : "");
             finish2(c, "node_missing", id);
             return;
         }
