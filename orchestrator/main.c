@@ -1,0 +1,281 @@
+/* nurtured: the nurture daemon. Wires configuration, the embedded or external Redis, the plan
+ * cache, channel plugins, the worker and the HTTP API onto one libevent loop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <openssl/rand.h>
+
+#include "clock.h"
+#include "config.h"
+#include "curlm.h"
+#include "http.h"
+#include "keys.h"
+#include "log.h"
+#include "modules.h"
+#include "plans.h"
+#include "redis.h"
+#include "redis_child.h"
+#include "worker.h"
+
+static struct {
+    nt_config_t cfg;
+    struct event_base *base;
+    nt_redis_child_t child;
+    nt_redis_t *redis;
+    nt_curlm_t *curlm;
+    nt_plans_t *plans;
+    nt_modules_t *mods;
+    nt_worker_t *worker;
+    nt_http_t *http;
+    int stopping;
+} d;
+
+/* ---- the plugin host ---------------------------------------------------------------------- */
+
+static const char *host_config(const char *channel, const char *key, const char *def)
+{
+    return nt_config_channel(&d.cfg, channel, key, def);
+}
+
+static nt_rc_t host_post_event(const char *lead_id, const char *type, const nt_kv_t *attrs,
+                               size_t nattrs)
+{
+    return d.worker ? nt_worker_post_event(d.worker, lead_id, type, attrs, nattrs)
+                    : NT_EUNAVAIL;
+}
+
+static nt_channel_host_t host = {
+    .abi_version = NT_CHANNEL_ABI_VERSION,
+    .size = sizeof(nt_channel_host_t),
+    .log = nt_log_channel,
+    .config = host_config,
+    .now_ms = nt_now_ms,
+    .post_event = host_post_event,
+};
+
+/* ---- tokens ------------------------------------------------------------------------------- */
+
+/* With no token configured, use <data-dir>/tokens, creating it with fresh random secrets:
+ * the API is never open, and nurturectl on the same machine finds the ops token there. */
+static int load_or_make_tokens(void)
+{
+    static const char *roles[] = {"ops", "rep", "webhook"};
+    char path[4096], line[512];
+    FILE *f;
+    int n = 0;
+
+    snprintf(path, sizeof(path), "%s/tokens", d.cfg.data_dir);
+    f = fopen(path, "r");
+    if (!f) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+
+        if (fd < 0 || !(f = fdopen(fd, "w"))) {
+            nt_log_error("main", "cannot create %s: %s", path, strerror(errno));
+            return -1;
+        }
+        for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
+            unsigned char raw[24];
+
+            if (RAND_bytes(raw, sizeof(raw)) != 1) {
+                fclose(f);
+                return -1;
+            }
+            fprintf(f, "%s ", roles[i]);
+            for (size_t b = 0; b < sizeof(raw); b++)
+                fprintf(f, "%02x", raw[b]);
+            fprintf(f, "%s\n", strcmp(roles[i], "rep") == 0 ? " rep1" : "");
+        }
+        fclose(f);
+        nt_log_info("main", "no API token configured: generated %s", path);
+        f = fopen(path, "r");
+        if (!f)
+            return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        char *errmsg = NULL;
+
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0] || line[0] == '#')
+            continue;
+        if (nt_config_set(&d.cfg, "token", line, &errmsg) != 0) {
+            nt_log_error("main", "%s: %s", path, errmsg ? errmsg : "bad token line");
+            free(errmsg);
+            fclose(f);
+            return -1;
+        }
+        n++;
+    }
+    fclose(f);
+    return n > 0 ? 0 : -1;
+}
+
+/* ---- life cycle --------------------------------------------------------------------------- */
+
+static void on_worker_stopped(void *arg)
+{
+    (void)arg;
+    event_base_loopexit(d.base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    if (d.stopping) {
+        nt_log_warn("main", "second signal: exiting now");
+        event_base_loopbreak(d.base);
+        return;
+    }
+    d.stopping = 1;
+    nt_log_info("main", "signal %d: finishing work in flight", (int)sig);
+    nt_http_free(d.http);
+    d.http = NULL;
+    nt_worker_stop(d.worker, on_worker_stopped, NULL);
+}
+
+static void on_redis_state(int up, void *arg)
+{
+    (void)arg;
+    nt_log_info("main", "redis %s", up ? "up" : "down: writes answer 503 until it is back");
+}
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[4096];
+
+    snprintf(tmp, sizeof(tmp), "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(tmp, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    char *errmsg = NULL, addr[4200];
+    struct event *sigterm = NULL, *sigint = NULL;
+    int rc, status = 1;
+
+    rc = nt_config_from_args(&d.cfg, argc, argv, &errmsg);
+    if (rc < 0) {
+        fprintf(stderr, "nurtured: %s\n", errmsg ? errmsg : "bad configuration");
+        free(errmsg);
+        return 2;
+    }
+    if (rc == 1) {
+        printf("usage: nurtured [--config FILE] [--KEY VALUE]...\n\nKeys (file or flag):\n");
+        nt_config_usage(stdout);
+        nt_config_fini(&d.cfg);
+        return 0;
+    }
+    nt_log_init(d.cfg.log_level, d.cfg.log_file);
+    nt_clock_init(d.cfg.time_scale);
+    signal(SIGPIPE, SIG_IGN);
+    srandom((unsigned)(nt_real_ms() ^ getpid()));
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (mkdir_p(d.cfg.data_dir) != 0) {
+        nt_log_error("main", "cannot create data directory %s: %s", d.cfg.data_dir,
+                     strerror(errno));
+        goto out;
+    }
+    if (d.cfg.ntokens == 0 && load_or_make_tokens() != 0)
+        goto out;
+
+    if (!d.cfg.redis || !d.cfg.redis[0]) {
+        if (nt_redis_child_start(&d.child, d.cfg.redis_server, d.cfg.data_dir, &errmsg) !=
+            NT_OK) {
+            nt_log_error("main", "embedded redis: %s", errmsg ? errmsg : "failed");
+            goto out;
+        }
+        snprintf(addr, sizeof(addr), "unix:%s", d.child.sock);
+        nt_log_info("main", "embedded redis-server on %s (append-only file in %s)", d.child.sock,
+                    d.child.dir);
+    } else {
+        snprintf(addr, sizeof(addr), "%s", d.cfg.redis);
+    }
+
+    d.base = event_base_new();
+    if (!d.base)
+        goto out;
+    d.redis = nt_redis_new(d.base, addr, d.cfg.redis_timeout_ms, &errmsg);
+    if (!d.redis) {
+        nt_log_error("main", "%s", errmsg ? errmsg : "redis");
+        goto out;
+    }
+    nt_redis_on_state(d.redis, on_redis_state, NULL);
+    d.curlm = nt_curlm_new(d.base);
+    d.plans = nt_plans_new(d.redis);
+    d.mods = nt_modules_load(d.cfg.modules_dir, &errmsg);
+    if (!d.curlm || !d.plans || !d.mods) {
+        nt_log_error("main", "start-up: %s", errmsg ? errmsg : "out of memory");
+        goto out;
+    }
+    host.event_base = d.base;
+    host.curl_multi = nt_curlm_handle(d.curlm);
+    host.redis = NULL; /* plugins that need Redis get it through post_event for now */
+    host.data_dir = d.cfg.data_dir;
+    nt_modules_start(d.mods, &host);
+    {
+        nt_worker_deps_t wd = {d.base, &d.cfg, d.redis, d.plans, d.mods};
+
+        d.worker = nt_worker_new(&wd, &errmsg);
+    }
+    if (!d.worker) {
+        nt_log_error("main", "worker: %s", errmsg ? errmsg : "out of memory");
+        goto out;
+    }
+    {
+        nt_http_deps_t hd = {d.base, &d.cfg, d.redis, d.plans, d.mods, d.worker};
+
+        d.http = nt_http_new(&hd, &errmsg);
+    }
+    if (!d.http) {
+        nt_log_error("main", "http: %s", errmsg ? errmsg : "cannot listen");
+        goto out;
+    }
+    sigterm = evsignal_new(d.base, SIGTERM, on_signal, NULL);
+    sigint = evsignal_new(d.base, SIGINT, on_signal, NULL);
+    if (!sigterm || !sigint)
+        goto out;
+    evsignal_add(sigterm, NULL);
+    evsignal_add(sigint, NULL);
+    nt_log_info("main", "nurtured %s listening on http://%s:%d (worker %s, %u partitions, "
+                        "%zu channels, time scale %g)",
+                NT_VERSION, d.cfg.bind, d.cfg.port, d.cfg.worker_id, d.cfg.partitions,
+                nt_modules_count(d.mods), d.cfg.time_scale);
+    event_base_dispatch(d.base);
+    status = 0;
+
+out:
+    free(errmsg);
+    nt_http_free(d.http);
+    nt_worker_free(d.worker);
+    nt_modules_free(d.mods);
+    nt_plans_free(d.plans);
+    nt_curlm_free(d.curlm);
+    nt_redis_free(d.redis);
+    if (sigterm)
+        event_free(sigterm);
+    if (sigint)
+        event_free(sigint);
+    if (d.base)
+        event_base_free(d.base);
+    nt_redis_child_stop(&d.child);
+    curl_global_cleanup();
+    nt_log_info("main", "exit %d", status);
+    nt_config_fini(&d.cfg);
+    return status;
+}
