@@ -1,6 +1,8 @@
-# Embeds the Redis Lua scripts into a C source file: cmake -DOUT=file.c -DSCRIPTS="a.lua;b.lua" -P
+# Embeds the Redis Lua scripts into a C source file: cmake -DOUT=file.c -DDIR=lua_dir -P this
 set(body "/* Generated from orchestrator/lua at build time. Do not edit. */\n#include <stddef.h>\n#include \"lua_scripts.h\"\n\nconst nt_lua_script_t nt_lua_scripts[] = {\n")
 set(count 0)
+file(GLOB SCRIPTS ${DIR}/*.lua)
+list(SORT SCRIPTS)
 foreach(f ${SCRIPTS})
   get_filename_component(name ${f} NAME_WE)
   file(READ ${f} src)
