@@ -1,0 +1,760 @@
+/* Lead routes: POST /v1/leads, PATCH and GET /v1/leads/{id}, POST /v1/leads/{id}/enrol; and
+ * the lead and enrolment helpers that the bulk enrolment of api_plans.c shares. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "clock.h"
+#include "cond.h"
+#include "keys.h"
+#include "log.h"
+#include "metrics.h"
+
+#define MAX_ATTRS 1000
+#define MAX_VALUE 65536
+
+/* --- Lead objects ----------------------------------------------------------------------------- */
+
+void nt_api_lead_in_fini(nt_api_lead_in_t *in)
+{
+    free(in->id);
+    for (size_t i = 0; i < in->nattrs; i++) {
+        free((char *)in->attrs[i].key);
+        free((char *)in->attrs[i].value);
+    }
+    free(in->attrs);
+    memset(in, 0, sizeof(*in));
+}
+
+int nt_api_lead_parse(json_t *obj, int id_mode, const char *prefix, nt_api_lead_in_t *out,
+                      char *err, size_t errlen)
+{
+    static const char *const allowed[] = {"id", "attributes", "score", "stage", NULL};
+    memset(out, 0, sizeof(*out));
+    if (!json_is_object(obj)) {
+        snprintf(err, errlen, "'%s' must be a lead object", prefix[0] ? prefix : "body");
+        return -1;
+    }
+    if (nt_api_only_fields(obj, allowed, prefix, err, errlen) != 0)
+        return -1;
+    json_t *id = json_object_get(obj, "id");
+    if (id_mode == NT_API_ID_FORBIDDEN && id) {
+        snprintf(err, errlen, "field '%sid' is not allowed here: the id is in the path", prefix);
+        return -1;
+    }
+    if (id_mode == NT_API_ID_REQUIRED) {
+        if (!id) {
+            snprintf(err, errlen, "missing field '%sid'", prefix);
+            return -1;
+        }
+        if (!json_is_string(id)) {
+            snprintf(err, errlen, "field '%sid' must be a string", prefix);
+            return -1;
+        }
+        if (!nt_lead_id_valid(json_string_value(id)) ||
+            strlen(json_string_value(id)) != json_string_length(id)) {
+            snprintf(err, errlen,
+                     "field '%sid' is not a valid lead id (1 to 128 of A-Z a-z 0-9 . _ @ + -)",
+                     prefix);
+            return -1;
+        }
+        out->id = strdup(json_string_value(id));
+        if (!out->id)
+            goto oom;
+    }
+    json_t *score = json_object_get(obj, "score");
+    if (score) {
+        if (!json_is_integer(score)) {
+            snprintf(err, errlen, "field '%sscore' must be an integer", prefix);
+            goto fail;
+        }
+        out->has_score = 1;
+        out->score = json_integer_value(score);
+    }
+    json_t *stage = json_object_get(obj, "stage");
+    if (stage) {
+        if (!json_is_string(stage) || !(out->stage = nt_stage_parse(json_string_value(stage)))) {
+            snprintf(err, errlen,
+                     "field '%sstage' must be one of inquiry, mql, sal, sql, opportunity, won, "
+                     "lost, disqualified",
+                     prefix);
+            goto fail;
+        }
+    }
+    json_t *attrs = json_object_get(obj, "attributes");
+    if (attrs) {
+        if (!json_is_object(attrs)) {
+            snprintf(err, errlen, "field '%sattributes' must be an object", prefix);
+            goto fail;
+        }
+        size_t n = json_object_size(attrs);
+        if (n > MAX_ATTRS) {
+            snprintf(err, errlen, "field '%sattributes' has more than %d attributes", prefix,
+                     MAX_ATTRS);
+            goto fail;
+        }
+        out->attrs = calloc(n ? n : 1, sizeof(*out->attrs));
+        if (!out->attrs)
+            goto oom;
+        const char *key;
+        json_t *v;
+        json_object_foreach(attrs, key, v) {
+            if (!nt_attr_name_valid(key)) {
+                snprintf(err, errlen,
+                         "attribute name in '%sattributes' is not valid (1 to 64 of a-z 0-9 _, "
+                         "not starting with _)",
+                         prefix);
+                goto fail;
+            }
+            char *s = nt_api_value_string(v);
+            if (!s) {
+                if (json_is_object(v) || json_is_array(v) || json_is_null(v)) {
+                    snprintf(err, errlen,
+                             "field '%sattributes.%s' must be a string, number or boolean",
+                             prefix, key);
+                    goto fail;
+                }
+                goto oom;
+            }
+            if (strlen(s) > MAX_VALUE) {
+                free(s);
+                snprintf(err, errlen, "field '%sattributes.%s' is longer than %d bytes", prefix,
+                         key, MAX_VALUE);
+                goto fail;
+            }
+            char *k = strdup(key);
+            if (!k) {
+                free(s);
+                goto oom;
+            }
+            out->attrs[out->nattrs].key = k;
+            out->attrs[out->nattrs].value = s;
+            out->nattrs++;
+        }
+    }
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+fail:
+    nt_api_lead_in_fini(out);
+    return -1;
+}
+
+int nt_api_lead_put_args(const nt_api_req_t *r, const char *id, const nt_api_lead_in_t *in,
+                         const char *mode, nt_api_argv_t *a)
+{
+    char key[NT_KEY_MAX];
+    unsigned p = nt_partition(id, r->d.cfg->partitions);
+    nt_api_argv_add(a, nt_key_lead(key, p, id));
+    nt_api_argv_add(a, nt_key_part(key, p, "events"));
+    nt_api_argv_add(a, mode);
+    nt_api_argv_add(a, id);
+    nt_api_argv_addf(a, "%" PRId64, nt_now_ms());
+    for (size_t i = 0; i < in->nattrs; i++) {
+        nt_api_argv_add(a, in->attrs[i].key);
+        nt_api_argv_add(a, in->attrs[i].value);
+    }
+    if (in->has_score) {
+        nt_api_argv_add(a, "_score");
+        nt_api_argv_addf(a, "%" PRId64, in->score);
+    }
+    if (in->stage) {
+        nt_api_argv_add(a, "_stage");
+        nt_api_argv_add(a, nt_stage_name(in->stage));
+    }
+    return 2;
+}
+
+int nt_api_lead_from_reply(nt_lead_t *lead, const redisReply *flat)
+{
+    if (!flat || flat->type != REDIS_REPLY_ARRAY)
+        return -1;
+    for (size_t i = 0; i + 1 < flat->elements; i += 2) {
+        const redisReply *k = flat->element[i], *v = flat->element[i + 1];
+        if (!k || !v || k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        if (nt_lead_set(lead, k->str, v->str) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+json_t *nt_api_lead_json(const nt_lead_t *lead)
+{
+    json_t *attrs = json_object();
+    for (size_t i = 0; attrs && i < lead->nfields; i++)
+        if (nt_attr_name_valid(lead->fields[i].key))
+            json_object_set_new(attrs, lead->fields[i].key,
+                                json_string(lead->fields[i].value));
+    const char *stage = nt_stage_name(nt_lead_stage(lead));
+    const char *created = nt_lead_get(lead, "_created");
+    return json_pack("{s:s,s:o,s:I,s:o,s:o}", "id", lead->id, "attributes",
+                     attrs ? attrs : json_null(), "score", (json_int_t)nt_lead_score(lead),
+                     "stage", stage ? json_string(stage) : json_null(), "created",
+                     created ? json_integer(strtoll(created, NULL, 10)) : json_null());
+}
+
+/* --- Enrolment -------------------------------------------------------------------------------- */
+
+static int64_t duration_ms(const Nt__Duration *d)
+{
+    if (!d)
+        return 0;
+    return (int64_t)d->days * 86400000 + (int64_t)d->hours * 3600000 +
+           (int64_t)d->minutes * 60000 + (int64_t)d->seconds * 1000;
+}
+
+int nt_api_enrol_args(const nt_api_req_t *r, const char *lead_id, const nt_plan_t *plan,
+                      nt_api_argv_t *a)
+{
+    const Nt__Workflow *wf = plan->wf;
+    char key[NT_KEY_MAX], what[NT_KEY_MAX];
+    unsigned p = nt_partition(lead_id, r->d.cfg->partitions);
+    nt_api_argv_add(a, nt_key_lead(key, p, lead_id));
+    nt_api_argv_add(a, nt_key_run(key, p, lead_id, wf->id));
+    nt_api_argv_add(a, nt_key_part(key, p, "timers"));
+    snprintf(what, sizeof(what), "stats:%s", wf->id);
+    nt_api_argv_add(a, nt_key_part(key, p, what));
+    nt_api_argv_add(a, nt_key_hist(key, p, lead_id));
+    nt_api_argv_add(a, lead_id);
+    nt_api_argv_add(a, wf->id);
+    nt_api_argv_addf(a, "%u", wf->version);
+    nt_api_argv_addf(a, "%" PRId64, nt_now_ms());
+    nt_api_argv_addf(a, "%" PRId64, nt_real_ms());
+    int after_exit = wf->reentry && wf->reentry->policy == NT__RE_ENTRY__POLICY__AFTER_EXIT;
+    nt_api_argv_add(a, after_exit ? "1" : "0");
+    nt_api_argv_addf(a, "%" PRId64, after_exit ? duration_ms(wf->reentry->cooldown) : 0);
+    nt_api_argv_addf(a, "%d", r->d.cfg->timeline_max > 0 ? r->d.cfg->timeline_max : 20);
+    return 5;
+}
+
+int nt_api_enrol_result(const redisReply *reply, const char *lead_id, const nt_plan_t *plan,
+                        int *status, const char **code, char *err, size_t errlen)
+{
+    const char *pid = plan->wf->id;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+        reply->element[0]->type != REDIS_REPLY_STRING) {
+        nt_log_error("http", "enrol script: %s",
+                     reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply");
+        *status = 500;
+        *code = "internal";
+        snprintf(err, errlen, "the enrolment script failed");
+        return -1;
+    }
+    const char *s = reply->element[0]->str;
+    if (strcmp(s, "ok") == 0)
+        return 0;
+    if (strcmp(s, "conflict") == 0) {
+        *status = 409;
+        *code = "conflict";
+        snprintf(err, errlen, "lead %s is already active in plan %s", lead_id, pid);
+    } else if (strcmp(s, "never") == 0) {
+        *status = 422;
+        *code = "not_eligible";
+        snprintf(err, errlen,
+                 "lead %s already went through plan %s and its re-entry policy is never",
+                 lead_id, pid);
+    } else if (strcmp(s, "cooldown") == 0) {
+        *status = 422;
+        *code = "not_eligible";
+        snprintf(err, errlen,
+                 "lead %s left plan %s less than the re-entry cooldown ago (%s ms to go)",
+                 lead_id, pid,
+                 reply->elements > 1 && reply->element[1]->str ? reply->element[1]->str : "?");
+    } else if (strcmp(s, "missing") == 0) {
+        *status = 404;
+        *code = "not_found";
+        snprintf(err, errlen, "no lead %s", lead_id);
+    } else {
+        *status = 500;
+        *code = "internal";
+        snprintf(err, errlen, "the enrolment script answered '%s'", s);
+    }
+    return -1;
+}
+
+/* --- POST /v1/leads, PATCH /v1/leads/{id} ---------------------------------------------------- */
+
+typedef struct put_ctx {
+    nt_api_lead_in_t in;
+    char *id;
+    int create; /* POST: upsert */
+} put_ctx_t;
+
+static void put_ctx_free(void *p)
+{
+    put_ctx_t *c = p;
+    nt_api_lead_in_fini(&c->in);
+    free(c->id);
+    free(c);
+}
+
+static void on_put(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
+{
+    put_ctx_t *c = r->ctx;
+    if (rc != NT_OK) {
+        nt_api_error_rc(r, rc, NULL);
+        return;
+    }
+    redisReply *x = rep[0];
+    if (!x || x->type != REDIS_REPLY_ARRAY || x->elements < 3 ||
+        x->element[0]->type != REDIS_REPLY_STRING) {
+        nt_log_error("http", "lead_put: %s",
+                     x && x->type == REDIS_REPLY_ERROR ? x->str : "unexpected reply");
+        nt_api_error(r, 500, "internal", "the lead update failed");
+        return;
+    }
+    const char *st = x->element[0]->str;
+    if (strcmp(st, "missing") == 0) {
+        nt_api_error(r, 404, "not_found", "no lead %s", c->id);
+        return;
+    }
+    if (x->element[2]->type == REDIS_REPLY_INTEGER && x->element[2]->integer == 1 && r->d.worker)
+        nt_worker_wake(r->d.worker, nt_partition(c->id, r->d.cfg->partitions));
+    nt_lead_t lead;
+    if (nt_lead_init(&lead, c->id) != 0 || nt_api_lead_from_reply(&lead, x->element[1]) != 0) {
+        nt_lead_fini(&lead);
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    nt_api_reply_json(r, strcmp(st, "created") == 0 ? 201 : 200, nt_api_lead_json(&lead));
+    nt_lead_fini(&lead);
+}
+
+static void lead_put(nt_api_req_t *r, int create)
+{
+    char err[512];
+    put_ctx_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    r->ctx = c;
+    r->ctx_free = put_ctx_free;
+    c->create = create;
+    if (create) {
+        if (nt_api_lead_parse(r->body, NT_API_ID_REQUIRED, "", &c->in, err, sizeof(err)) != 0) {
+            nt_api_error(r, 400, "bad_request", "%s", err);
+            return;
+        }
+        c->id = strdup(c->in.id);
+    } else {
+        if (!nt_lead_id_valid(r->seg[2])) {
+            nt_api_error(r, 400, "bad_request",
+                         "the lead id in the path is not valid (1 to 128 of A-Z a-z 0-9 . _ @ + "
+                         "-)");
+            return;
+        }
+        if (nt_api_lead_parse(r->body, NT_API_ID_FORBIDDEN, "", &c->in, err, sizeof(err)) !=
+            0) {
+            nt_api_error(r, 400, "bad_request", "%s", err);
+            return;
+        }
+        c->id = strdup(r->seg[2]);
+    }
+    if (!c->id) {
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    if (nt_api_need_redis(r))
+        return;
+    nt_api_argv_t a = {0};
+    int nkeys = nt_api_lead_put_args(r, c->id, &c->in, create ? "upsert" : "update", &a);
+    nt_api_batch_t *b = nt_api_batch_new(r, 1, on_put, NULL);
+    if (!b || nt_api_argv_failed(&a)) {
+        nt_api_argv_fini(&a);
+        nt_api_error(r, 500, "internal", "out of memory");
+        if (b)
+            nt_api_batch_go(b);
+        return;
+    }
+    nt_api_batch_script(b, 0, "lead_put", nkeys, a.n, (const char **)a.v, a.len);
+    nt_api_argv_fini(&a);
+    nt_api_batch_go(b);
+}
+
+void nt_api_leads_post(nt_api_req_t *r)
+{
+    lead_put(r, 1);
+}
+
+void nt_api_leads_patch(nt_api_req_t *r)
+{
+    lead_put(r, 0);
+}
+
+/* --- GET /v1/leads/{id} ----------------------------------------------------------------------- */
+
+typedef struct get_ctx {
+    nt_lead_t lead;
+    json_t *timeline;
+    char **plans;
+    size_t nplans;
+} get_ctx_t;
+
+static void get_ctx_free(void *p)
+{
+    get_ctx_t *c = p;
+    nt_lead_fini(&c->lead);
+    json_decref(c->timeline);
+    for (size_t i = 0; i < c->nplans; i++)
+        free(c->plans[i]);
+    free(c->plans);
+    free(c);
+}
+
+static const char *flat_get(const redisReply *flat, const char *name)
+{
+    if (!flat || flat->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < flat->elements; i += 2)
+        if (flat->element[i]->type == REDIS_REPLY_STRING &&
+            strcmp(flat->element[i]->str, name) == 0 &&
+            flat->element[i + 1]->type == REDIS_REPLY_STRING)
+            return flat->element[i + 1]->str;
+    return NULL;
+}
+
+static json_t *int_or_null(const char *s)
+{
+    if (!s || !*s)
+        return json_null();
+    long long v = strtoll(s, NULL, 10);
+    return v ? json_integer(v) : json_null();
+}
+
+static void reply_lead(nt_api_req_t *r, redisReply **runs, size_t nruns)
+{
+    get_ctx_t *c = r->ctx;
+    json_t *body = nt_api_lead_json(&c->lead);
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < nruns && i < c->nplans; i++) {
+        const redisReply *h = runs[i];
+        if (!h || h->type != REDIS_REPLY_ARRAY || h->elements == 0)
+            continue;
+        const char *node = flat_get(h, "n");
+        const char *s = flat_get(h, "s");
+        const char *x = flat_get(h, "x");
+        const char *vi = flat_get(h, "vi");
+        const char *v = flat_get(h, "v");
+        json_array_append_new(
+            arr, json_pack("{s:s,s:I,s:o,s:s,s:I,s:o,s:o,s:o}", "plan", c->plans[i], "version",
+                           (json_int_t)(v ? strtoll(v, NULL, 10) : 0), "node",
+                           node && *node ? json_string(node) : json_null(), "status",
+                           s && strcmp(s, "a") == 0 ? "active" : "done", "visit",
+                           (json_int_t)(vi ? strtoll(vi, NULL, 10) : 0), "exit_reason",
+                           x && *x ? json_string(x) : json_null(), "entered_at",
+                           int_or_null(flat_get(h, "e")), "due_at",
+                           int_or_null(flat_get(h, "d"))));
+    }
+    if (!body || !arr) {
+        json_decref(body);
+        json_decref(arr);
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    json_object_set_new(body, "runs", arr);
+    json_object_set(body, "timeline", c->timeline ? c->timeline : json_array());
+    nt_api_reply_json(r, 200, body);
+}
+
+static void on_get_runs(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
+{
+    if (rc != NT_OK) {
+        nt_api_error_rc(r, rc, NULL);
+        return;
+    }
+    reply_lead(r, rep, n);
+}
+
+static json_t *timeline_json(const redisReply *x)
+{
+    json_t *arr = json_array();
+    if (!arr || !x || x->type != REDIS_REPLY_ARRAY)
+        return arr;
+    for (size_t i = 0; i < x->elements; i++) {
+        const redisReply *e = x->element[i];
+        if (!e || e->type != REDIS_REPLY_ARRAY || e->elements < 2)
+            continue;
+        const redisReply *f = e->element[1];
+        const char *at = flat_get(f, "at");
+        const char *k = flat_get(f, "k");
+        const char *m = flat_get(f, "m");
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:s}", "at",
+                                             (json_int_t)(at ? strtoll(at, NULL, 10) : 0),
+                                             "kind", k ? k : "", "text", m ? m : ""));
+    }
+    return arr;
+}
+
+static void on_get_lead(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
+{
+    get_ctx_t *c = r->ctx;
+    if (rc != NT_OK) {
+        nt_api_error_rc(r, rc, NULL);
+        return;
+    }
+    if (!rep[0] || rep[0]->type != REDIS_REPLY_ARRAY) {
+        nt_api_error(r, 500, "internal", "unexpected reply from Redis");
+        return;
+    }
+    if (rep[0]->elements == 0) {
+        nt_api_error(r, 404, "not_found", "no lead %s", c->lead.id);
+        return;
+    }
+    if (nt_api_lead_from_reply(&c->lead, rep[0]) != 0) {
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    c->timeline = timeline_json(rep[1]);
+    c->plans = calloc(c->lead.nfields ? c->lead.nfields : 1, sizeof(*c->plans));
+    if (!c->plans) {
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < c->lead.nfields; i++)
+        if (strncmp(c->lead.fields[i].key, "r:", 2) == 0 && c->lead.fields[i].key[2]) {
+            c->plans[c->nplans] = strdup(c->lead.fields[i].key + 2);
+            if (!c->plans[c->nplans]) {
+                nt_api_error(r, 500, "internal", "out of memory");
+                return;
+            }
+            c->nplans++;
+        }
+    if (c->nplans == 0) {
+        reply_lead(r, NULL, 0);
+        return;
+    }
+    nt_api_batch_t *b = nt_api_batch_new(r, c->nplans, on_get_runs, NULL);
+    if (!b) {
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    unsigned p = nt_partition(c->lead.id, r->d.cfg->partitions);
+    for (size_t i = 0; i < c->nplans; i++) {
+        char key[NT_KEY_MAX];
+        const char *argv[] = {"HGETALL", nt_key_run(key, p, c->lead.id, c->plans[i])};
+        nt_api_batch_argv(b, i, 2, argv, NULL);
+    }
+    nt_api_batch_go(b);
+}
+
+void nt_api_leads_get(nt_api_req_t *r)
+{
+    const char *id = r->seg[2];
+    if (!nt_lead_id_valid(id)) {
+        nt_api_error(r, 400, "bad_request",
+                     "the lead id in the path is not valid (1 to 128 of A-Z a-z 0-9 . _ @ + -)");
+        return;
+    }
+    if (nt_api_need_redis(r))
+        return;
+    get_ctx_t *c = calloc(1, sizeof(*c));
+    if (!c || nt_lead_init(&c->lead, id) != 0) {
+        free(c);
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    r->ctx = c;
+    r->ctx_free = get_ctx_free;
+    nt_api_batch_t *b = nt_api_batch_new(r, 2, on_get_lead, NULL);
+    if (!b) {
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    unsigned p = nt_partition(id, r->d.cfg->partitions);
+    char key[NT_KEY_MAX];
+    const char *a1[] = {"HGETALL", nt_key_lead(key, p, id)};
+    nt_api_batch_argv(b, 0, 2, a1, NULL);
+    const char *a2[] = {"XREVRANGE", nt_key_hist(key, p, id), "+", "-", "COUNT", "50"};
+    nt_api_batch_argv(b, 1, 6, a2, NULL);
+    nt_api_batch_go(b);
+}
+
+/* --- POST /v1/leads/{id}/enrol --------------------------------------------------------------- */
+
+typedef struct enrol_ctx {
+    char *lead_id;
+    char *plan_id;
+    int waiting;          /* lead read and plan lookup still out */
+    nt_rc_t lead_rc;
+    nt_lead_t lead;
+    int lead_found;
+    nt_rc_t plan_rc;
+    const nt_plan_t *plan;
+} enrol_ctx_t;
+
+static void enrol_ctx_free(void *p)
+{
+    enrol_ctx_t *c = p;
+    free(c->lead_id);
+    free(c->plan_id);
+    nt_lead_fini(&c->lead);
+    free(c);
+}
+
+static void on_enrolled(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
+{
+    enrol_ctx_t *c = r->ctx;
+    if (rc != NT_OK) {
+        nt_api_error_rc(r, rc, NULL);
+        return;
+    }
+    int status;
+    const char *code;
+    char err[512];
+    if (nt_api_enrol_result(rep[0], c->lead_id, c->plan, &status, &code, err, sizeof(err)) !=
+        0) {
+        nt_api_error(r, status, code, "%s", err);
+        return;
+    }
+    nt_metrics.runs_enrolled++;
+    if (r->d.worker)
+        nt_worker_wake(r->d.worker, nt_partition(c->lead_id, r->d.cfg->partitions));
+    nt_api_reply_json(r, 202,
+                      json_pack("{s:s,s:s,s:I,s:s}", "lead", c->lead_id, "plan", c->plan_id,
+                                "version", (json_int_t)c->plan->wf->version, "status",
+                                "enrolled"));
+}
+
+/* Both the lead and the plan are in: check, then enrol. */
+static void enrol_continue(nt_api_req_t *r)
+{
+    enrol_ctx_t *c = r->ctx;
+    if (r->finished)
+        return;
+    if (c->lead_rc != NT_OK) {
+        nt_api_error_rc(r, c->lead_rc, NULL);
+        return;
+    }
+    if (!c->lead_found) {
+        nt_api_error(r, 404, "not_found", "no lead %s", c->lead_id);
+        return;
+    }
+    if (c->plan_rc == NT_ENOTFOUND) {
+        nt_api_error(r, 404, "not_found", "no plan %s (or it has no active version)",
+                     c->plan_id);
+        return;
+    }
+    if (c->plan_rc == NT_EINVAL) {
+        nt_api_error(r, 500, "internal", "the active version of plan %s does not unpack",
+                     c->plan_id);
+        return;
+    }
+    if (c->plan_rc != NT_OK) {
+        nt_api_error_rc(r, c->plan_rc, NULL);
+        return;
+    }
+    if (!nt_cond_eval(c->plan->wf->entry, &c->lead, nt_now_ms())) {
+        nt_api_error(r, 422, "not_eligible", "lead %s does not match the entry filter of plan %s",
+                     c->lead_id, c->plan_id);
+        return;
+    }
+    nt_api_argv_t a = {0};
+    int nkeys = nt_api_enrol_args(r, c->lead_id, c->plan, &a);
+    nt_api_batch_t *b = nt_api_batch_new(r, 1, on_enrolled, NULL);
+    if (!b || nt_api_argv_failed(&a)) {
+        nt_api_argv_fini(&a);
+        nt_api_error(r, 500, "internal", "out of memory");
+        if (b)
+            nt_api_batch_go(b);
+        return;
+    }
+    nt_api_batch_script(b, 0, "enrol", nkeys, a.n, (const char **)a.v, a.len);
+    nt_api_argv_fini(&a);
+    nt_api_batch_go(b);
+}
+
+static void on_enrol_lead(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
+{
+    enrol_ctx_t *c = r->ctx;
+    c->lead_rc = rc;
+    if (rc == NT_OK) {
+        if (!rep[0] || rep[0]->type != REDIS_REPLY_ARRAY)
+            c->lead_rc = NT_ERR;
+        else if (rep[0]->elements > 0) {
+            c->lead_found = 1;
+            if (nt_api_lead_from_reply(&c->lead, rep[0]) != 0)
+                c->lead_rc = NT_ENOMEM;
+        }
+    }
+    if (--c->waiting == 0)
+        enrol_continue(r);
+}
+
+static void on_enrol_plan(nt_rc_t rc, const nt_plan_t *plan, void *arg)
+{
+    nt_api_req_t *r = arg;
+    enrol_ctx_t *c = r->ctx;
+    c->plan_rc = rc;
+    c->plan = plan;
+    if (--c->waiting == 0)
+        enrol_continue(r);
+    nt_api_unref(r);
+}
+
+void nt_api_leads_enrol(nt_api_req_t *r)
+{
+    static const char *const allowed[] = {"plan", NULL};
+    char err[256];
+    const char *id = r->seg[2];
+    if (!nt_lead_id_valid(id)) {
+        nt_api_error(r, 400, "bad_request",
+                     "the lead id in the path is not valid (1 to 128 of A-Z a-z 0-9 . _ @ + -)");
+        return;
+    }
+    if (nt_api_only_fields(r->body, allowed, "", err, sizeof(err)) != 0) {
+        nt_api_error(r, 400, "bad_request", "%s", err);
+        return;
+    }
+    json_t *plan = json_object_get(r->body, "plan");
+    if (!plan) {
+        nt_api_error(r, 400, "bad_request", "missing field 'plan'");
+        return;
+    }
+    if (!json_is_string(plan) || !nt_api_plan_id_valid(json_string_value(plan))) {
+        nt_api_error(r, 400, "bad_request",
+                     "field 'plan' must be a plan id (1 to 64 of a-z 0-9 _ -)");
+        return;
+    }
+    if (nt_api_need_redis(r))
+        return;
+    enrol_ctx_t *c = calloc(1, sizeof(*c));
+    if (!c || nt_lead_init(&c->lead, id) != 0) {
+        free(c);
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    r->ctx = c;
+    r->ctx_free = enrol_ctx_free;
+    c->lead_id = strdup(id);
+    c->plan_id = strdup(json_string_value(plan));
+    if (!c->lead_id || !c->plan_id) {
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    c->waiting = 2;
+    nt_api_ref(r); /* held across both lookups */
+    nt_api_batch_t *b = nt_api_batch_new(r, 1, on_enrol_lead, NULL);
+    if (!b) {
+        c->lead_rc = NT_ENOMEM;
+        c->waiting--;
+    } else {
+        char key[NT_KEY_MAX];
+        const char *argv[] = {
+            "HGETALL", nt_key_lead(key, nt_partition(id, r->d.cfg->partitions), id)};
+        nt_api_batch_argv(b, 0, 2, argv, NULL);
+        nt_api_batch_go(b);
+    }
+    nt_api_ref(r);
+    nt_rc_t rc = nt_plans_get(r->d.plans, c->plan_id, 0, on_enrol_plan, r);
+    if (rc != NT_OK) {
+        c->plan_rc = rc;
+        if (--c->waiting == 0)
+            enrol_continue(r);
+        nt_api_unref(r);
+    }
+    nt_api_unref(r);
+}
