@@ -14,6 +14,14 @@ int nt_log_level_parse(const char *s);
 void nt_log(nt_log_level_t level, const char *subsys, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The plugin host's log hook (nt_channel_host_t.log): a record under the subsystem
+ * "channel/<channel>". */
+void nt_log_channel(nt_log_level_t level, const char *channel, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Close the log file (if any) and return to stderr. */
+void nt_log_fini(void);
+
 #define nt_log_debug(s, ...) nt_log(NT_LOG_DEBUG, s, __VA_ARGS__)
 #define nt_log_info(s, ...) nt_log(NT_LOG_INFO, s, __VA_ARGS__)
 #define nt_log_warn(s, ...) nt_log(NT_LOG_WARN, s, __VA_ARGS__)

@@ -1,0 +1,127 @@
+/* The test harness: free ports, temporary directories, a real redis-server, nurtured as a
+ * process, HTTP through libcurl, plan compilation with protoc.
+ *
+ * Every process the harness starts is registered and killed from an atexit handler, and gets a
+ * parent-death signal, so a failing assertion (cmocka jumps out of the test) or a killed test
+ * program leaves nothing running. NT_TEST_KEEP=1 in the environment keeps data directories. */
+#ifndef NT_TEST_HARNESS_H
+#define NT_TEST_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <hiredis.h>
+#include <jansson.h>
+
+/* A free TCP port on 127.0.0.1 (bound to port 0, read back, closed), or -1. */
+int nt_test_free_port(void);
+
+/* A new directory /tmp/<prefix>-XXXXXX (malloc'd; caller frees), or NULL. */
+char *nt_test_tmpdir(const char *prefix);
+
+/* Remove dir and everything under it. Refuses paths outside /tmp/. */
+void nt_test_rmrf(const char *dir);
+
+/* ---- redis-server ---- */
+
+typedef struct nt_test_redis {
+    pid_t pid;
+    int port;
+    char *dir;
+} nt_test_redis_t;
+
+/* Start redis-server on 127.0.0.1:<free port> in a new tmp dir with appendonly yes, appendfsync
+ * everysec and no RDB snapshots; waits for PING up to 10 s. Returns 0 or -1. */
+int nt_test_redis_start(nt_test_redis_t *r);
+
+/* SHUTDOWN (flushes the AOF), then start again on the same port and dir. Returns 0 or -1. */
+int nt_test_redis_restart(nt_test_redis_t *r);
+
+/* Stop the server (SHUTDOWN, then SIGKILL after 10 s) and keep the dir. Returns 0 when it
+ * stopped cleanly, -1 otherwise. */
+int nt_test_redis_stop_only(nt_test_redis_t *r);
+
+/* Stop the server, remove its dir, free. Safe to call twice. */
+void nt_test_redis_stop(nt_test_redis_t *r);
+
+/* A sync connection (5 s timeouts), or NULL. Caller redisFree()s. */
+redisContext *nt_test_redis_connect(const nt_test_redis_t *r);
+
+/* "127.0.0.1:<port>" (malloc'd; caller frees). */
+char *nt_test_redis_addr(const nt_test_redis_t *r);
+
+/* ---- nurtured ---- */
+
+typedef struct nt_test_daemon {
+    pid_t pid;
+    int port;
+    char *data_dir;
+    char *log_path;
+    char url[64];        /* http://127.0.0.1:<port> */
+    char *ops_token;
+    char *rep_token;     /* name rep1 */
+    char *webhook_token;
+    char **argv;         /* the command line, kept for start_again (harness-owned) */
+} nt_test_daemon_t;
+
+/* Run NT_NURTURED_BIN with --port <free> --data-dir <tmp> --log-file <data_dir>/nurtured.log
+ * --modules-dir <build>/modules, three random tokens (ops, rep named rep1, webhook), --redis
+ * redis_addr when non-NULL (else the daemon embeds its own Redis) and extra_args (a
+ * NULL-terminated list, may be NULL). Waits up to 15 s for GET /health to answer 200.
+ * Returns 0, or -1 (the daemon log is printed). */
+int nt_test_daemon_start(nt_test_daemon_t *d, const char *redis_addr,
+                         const char *const *extra_args);
+
+/* Start again with the same port, data dir, tokens and args (after a crash or a stop with
+ * nt_test_daemon_wait). A still running daemon is an error. Returns 0 or -1. */
+int nt_test_daemon_start_again(nt_test_daemon_t *d);
+
+/* Send sig to the daemon (when running). */
+void nt_test_daemon_signal(nt_test_daemon_t *d, int sig);
+
+/* Wait for the daemon to exit. Returns its exit status (128 + signal when killed by one), or -1
+ * after timeout_ms. */
+int nt_test_daemon_wait(nt_test_daemon_t *d, int timeout_ms);
+
+/* SIGTERM, wait (SIGKILL after 15 s), print the log when it did not exit with status 0, free,
+ * remove the data dir unless NT_TEST_KEEP is set. Safe to call twice. */
+void nt_test_daemon_stop(nt_test_daemon_t *d);
+
+/* Print the last 50 lines of the daemon log to stderr. */
+void nt_test_daemon_dump_log(const nt_test_daemon_t *d);
+
+/* Kill everything the harness started and still runs (printing the logs of daemons, which were
+ * left running by a failed test). For cmocka teardowns; also runs at exit. */
+void nt_test_cleanup_all(void);
+
+/* ---- HTTP ---- */
+
+typedef struct nt_test_resp {
+    long status;
+    char *body;          /* NUL-terminated, "" when empty */
+    size_t len;
+    json_t *json;        /* when the body is JSON, else NULL */
+    char *content_type;  /* or NULL */
+} nt_test_resp_t;
+
+/* One request (30 s timeout). token: "Authorization: Bearer <token>" when non-NULL. Returns 0
+ * when a response arrived (out filled; nt_test_resp_fini it), -1 otherwise (out zeroed). */
+int nt_test_http(const char *method, const char *url, const char *token,
+                 const char *content_type, const void *body, size_t len, nt_test_resp_t *out);
+
+void nt_test_resp_fini(nt_test_resp_t *r);
+
+/* nt_test_http against d->url + path with a JSON body (or NULL). */
+int nt_test_json(nt_test_daemon_t *d, const char *method, const char *path, const char *token,
+                 const char *json_body, nt_test_resp_t *out);
+
+/* ---- plans, waiting ---- */
+
+/* protoc --encode=nt.Workflow on a text-format plan. *out is malloc'd. Returns 0 or -1. */
+int nt_test_compile_plan(const char *textpb_path, uint8_t **out, size_t *len);
+
+/* Call pred(arg) every 20 ms until it returns non-zero. Returns 0, or -1 after timeout_ms. */
+int nt_test_wait_until(int (*pred)(void *), void *arg, int timeout_ms);
+
+#endif
