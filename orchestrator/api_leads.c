@@ -299,6 +299,11 @@ static void on_put(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void
         return;
     }
     redisReply *x = rep[0];
+    if (x && x->type == REDIS_REPLY_ARRAY && x->elements >= 1 &&
+        x->element[0]->type == REDIS_REPLY_STRING && strcmp(x->element[0]->str, "missing") == 0) {
+        nt_api_error(r, 404, "not_found", "no lead %s", c->id);
+        return;
+    }
     if (!x || x->type != REDIS_REPLY_ARRAY || x->elements < 3 ||
         x->element[0]->type != REDIS_REPLY_STRING) {
         nt_log_error("http", "lead_put: %s",
@@ -307,10 +312,6 @@ static void on_put(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void
         return;
     }
     const char *st = x->element[0]->str;
-    if (strcmp(st, "missing") == 0) {
-        nt_api_error(r, 404, "not_found", "no lead %s", c->id);
-        return;
-    }
     if (x->element[2]->type == REDIS_REPLY_INTEGER && x->element[2]->integer == 1 && r->d.worker)
         nt_worker_wake(r->d.worker, nt_partition(c->id, r->d.cfg->partitions));
     nt_lead_t lead;
