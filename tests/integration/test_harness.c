@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -184,6 +185,13 @@ static void test_harness_daemon_start_and_restart(void **state)
     assert_int_equal(resp.status, 200);
     nt_test_resp_fini(&resp);
 
+    /* Any answer counts: the harness reports a response, whatever its status. */
+    assert_int_equal(nt_test_json(&d, "POST", "/v1/no-such-thing", d.ops_token, "{\"a\":1}",
+                                  &resp), 0);
+    assert_true(resp.status >= 400);
+    assert_non_null(resp.body);
+    nt_test_resp_fini(&resp);
+
     nt_test_daemon_signal(&d, SIGKILL);
     assert_int_equal(nt_test_daemon_wait(&d, 5000), 128 + SIGKILL);
     assert_int_equal(nt_test_daemon_start_again(&d), 0);
@@ -198,6 +206,31 @@ static void test_harness_daemon_start_and_restart(void **state)
     nt_test_redis_stop(&r);
 }
 
+/* A test program that dies without stopping its redis-server leaves nothing running. */
+static void test_harness_exit_kills_what_it_started(void **state)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        nt_test_redis_t r;
+        if (nt_test_redis_start(&r) != 0)
+            _exit(2);
+        if (write(p[1], &r.pid, sizeof(r.pid)) != sizeof(r.pid))
+            _exit(2);
+        exit(1); /* like a failed test: no stop, atexit cleans up */
+    }
+    close(p[1]);
+    pid_t redis = 0;
+    assert_int_equal(read(p[0], &redis, sizeof(redis)), sizeof(redis));
+    close(p[0]);
+    int st;
+    assert_int_equal(waitpid(child, &st, 0), child);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    assert_int_equal(kill(redis, 0), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -208,6 +241,7 @@ int main(void)
         cmocka_unit_test(test_harness_compile_plan),
         cmocka_unit_test(test_harness_http_without_a_server_fails_cleanly),
         cmocka_unit_test(test_harness_daemon_start_and_restart),
+        cmocka_unit_test(test_harness_exit_kills_what_it_started),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

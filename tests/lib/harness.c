@@ -75,6 +75,7 @@ enum { PROC_REDIS, PROC_DAEMON };
 
 typedef struct proc {
     pid_t pid;
+    pid_t owner;    /* the process that started it: a forked test child must not kill it */
     int kind;
     char *log_path; /* daemons: printed when left running at exit */
     char *dir;      /* removed at exit unless NT_TEST_KEEP */
@@ -93,6 +94,7 @@ static void proc_register(pid_t pid, int kind, const char *log_path, const char 
     for (int i = 0; i < MAX_PROCS; i++) {
         if (procs[i].pid == 0) {
             procs[i].pid = pid;
+            procs[i].owner = getpid();
             procs[i].kind = kind;
             procs[i].log_path = log_path != NULL ? xstrdup(log_path) : NULL;
             procs[i].dir = dir != NULL ? xstrdup(dir) : NULL;
@@ -181,7 +183,7 @@ static int kill_and_reap(pid_t pid, int sig, int limit_ms)
 void nt_test_cleanup_all(void)
 {
     for (int i = 0; i < MAX_PROCS; i++) {
-        if (procs[i].pid == 0)
+        if (procs[i].pid == 0 || procs[i].owner != getpid())
             continue;
         pid_t pid = procs[i].pid;
         if (procs[i].kind == PROC_DAEMON) {
@@ -512,8 +514,9 @@ static int http_do(const char *method, const char *url, const char *token,
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body != NULL ? len : 0));
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body != NULL ? (const char *)body : "");
     }
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 &&
-        strcmp(method, "POST") != 0)
+    /* POSTFIELDS makes a POST: any other method (also a GET with a body) is named. */
+    if (strcmp(method, "POST") != 0 && strcmp(method, "HEAD") != 0 &&
+        (has_body || strcmp(method, "GET") != 0))
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     CURLcode rc = curl_easy_perform(c);
     int result = -1;
