@@ -28,23 +28,23 @@ typedef struct nt_api_req nt_api_req_t;
  * replies exactly once; after the reply, or when the client went away, `finished` is set and
  * every continuation stops without issuing more work. */
 struct nt_api_req {
-    nt_http_deps_t d;                /* the server's dependencies (copied) */
-    nt_http_t *h;                    /* NULL once the server is freed */
-    struct evhttp_request *req;      /* NULL once replied or gone */
-    struct evhttp_connection *conn;  /* the client connection, while req is set */
-    int finished;                    /* replied or gone: do nothing more */
-    int refs;                        /* one for the pending reply, one per pending operation */
-    char **seg;                      /* decoded path segments */
+    nt_http_deps_t d;               /* the server's dependencies (copied) */
+    nt_http_t *h;                   /* NULL once the server is freed */
+    struct evhttp_request *req;     /* NULL once replied or gone */
+    struct evhttp_connection *conn; /* the client connection, while req is set */
+    int finished;                   /* replied or gone: do nothing more */
+    int refs;                       /* one for the pending reply, one per pending operation */
+    char **seg;                     /* decoded path segments */
     size_t nseg;
-    char *query;                     /* raw query string or NULL */
-    json_t *body;                    /* the JSON body (object) of JSON routes, else NULL */
-    const unsigned char *raw;        /* the raw body (protobuf routes) */
+    char *query;              /* raw query string or NULL */
+    json_t *body;             /* the JSON body (object) of JSON routes, else NULL */
+    const unsigned char *raw; /* the raw body (protobuf routes) */
     size_t rawlen;
-    int role;                        /* NT_API_ROLE_* of the caller */
-    const char *who;                 /* the token's name */
-    void *ctx;                       /* handler state, freed with ctx_free with the request */
+    int role;        /* NT_API_ROLE_* of the caller */
+    const char *who; /* the token's name */
+    void *ctx;       /* handler state, freed with ctx_free with the request */
     void (*ctx_free)(void *ctx);
-    nt_api_req_t *next, *prev;       /* the server's in-flight list */
+    nt_api_req_t *next, *prev; /* the server's in-flight list */
 };
 
 /* Reference counting: ref before starting an asynchronous operation, unref when its callback
@@ -114,12 +114,12 @@ int nt_api_only_fields(json_t *obj, const char *const *allowed, const char *pref
 
 /* A lead object from the API, validated. */
 typedef struct nt_api_lead_in {
-    char *id;            /* NULL when absent */
-    nt_kv_t *attrs;      /* owned copies */
+    char *id;       /* NULL when absent */
+    nt_kv_t *attrs; /* owned copies */
     size_t nattrs;
     int has_score;
     int64_t score;
-    int stage;           /* 0: not given */
+    int stage; /* 0: not given */
 } nt_api_lead_in_t;
 
 #define NT_API_ID_FORBIDDEN 0

@@ -100,7 +100,8 @@ void nt_api_events_post(nt_api_req_t *r)
     }
     const char *key;
     json_t *v;
-    json_object_foreach(attrs, key, v) {
+    json_object_foreach(attrs, key, v)
+    {
         if (!nt_attr_name_valid(key)) {
             nt_api_error(r, 400, "bad_request",
                          "an attribute name in 'attributes' is not valid (1 to 64 of a-z 0-9 _)");
@@ -131,7 +132,8 @@ void nt_api_events_post(nt_api_req_t *r)
     nt_api_argv_add(&a, json_string_value(type));
     nt_api_argv_add(&a, json_is_true(machine) ? "1" : "0");
     nt_api_argv_addf(&a, "%" PRId64, nt_now_ms());
-    json_object_foreach(attrs, key, v) {
+    json_object_foreach(attrs, key, v)
+    {
         nt_api_argv_add(&a, key);
         nt_api_argv_addb(&a, json_string_value(v), json_string_length(v));
     }

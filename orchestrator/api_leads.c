@@ -100,7 +100,8 @@ int nt_api_lead_parse(json_t *obj, int id_mode, const char *prefix, nt_api_lead_
             goto oom;
         const char *key;
         json_t *v;
-        json_object_foreach(attrs, key, v) {
+        json_object_foreach(attrs, key, v)
+        {
             if (!nt_attr_name_valid(key)) {
                 snprintf(err, errlen,
                          "attribute name in '%sattributes' is not valid (1 to 64 of a-z 0-9 _, "
@@ -112,8 +113,8 @@ int nt_api_lead_parse(json_t *obj, int id_mode, const char *prefix, nt_api_lead_
             if (!s) {
                 if (json_is_object(v) || json_is_array(v) || json_is_null(v)) {
                     snprintf(err, errlen,
-                             "field '%sattributes.%s' must be a string, number or boolean",
-                             prefix, key);
+                             "field '%sattributes.%s' must be a string, number or boolean", prefix,
+                             key);
                     goto fail;
                 }
                 goto oom;
@@ -186,13 +187,12 @@ json_t *nt_api_lead_json(const nt_lead_t *lead)
     json_t *attrs = json_object();
     for (size_t i = 0; attrs && i < lead->nfields; i++)
         if (nt_attr_name_valid(lead->fields[i].key))
-            json_object_set_new(attrs, lead->fields[i].key,
-                                json_string(lead->fields[i].value));
+            json_object_set_new(attrs, lead->fields[i].key, json_string(lead->fields[i].value));
     const char *stage = nt_stage_name(nt_lead_stage(lead));
     const char *created = nt_lead_get(lead, "_created");
     return json_pack("{s:s,s:o,s:I,s:o,s:o}", "id", lead->id, "attributes",
-                     attrs ? attrs : json_null(), "score", (json_int_t)nt_lead_score(lead),
-                     "stage", stage ? json_string(stage) : json_null(), "created",
+                     attrs ? attrs : json_null(), "score", (json_int_t)nt_lead_score(lead), "stage",
+                     stage ? json_string(stage) : json_null(), "created",
                      created ? json_integer(strtoll(created, NULL, 10)) : json_null());
 }
 
@@ -202,8 +202,8 @@ static int64_t duration_ms(const Nt__Duration *d)
 {
     if (!d)
         return 0;
-    return (int64_t)d->days * 86400000 + (int64_t)d->hours * 3600000 +
-           (int64_t)d->minutes * 60000 + (int64_t)d->seconds * 1000;
+    return (int64_t)d->days * 86400000 + (int64_t)d->hours * 3600000 + (int64_t)d->minutes * 60000 +
+           (int64_t)d->seconds * 1000;
 }
 
 int nt_api_enrol_args(const nt_api_req_t *r, const char *lead_id, const nt_plan_t *plan,
@@ -254,15 +254,14 @@ int nt_api_enrol_result(const redisReply *reply, const char *lead_id, const nt_p
         *status = 422;
         *code = "not_eligible";
         snprintf(err, errlen,
-                 "lead %s already went through plan %s and its re-entry policy is never",
-                 lead_id, pid);
+                 "lead %s already went through plan %s and its re-entry policy is never", lead_id,
+                 pid);
     } else if (strcmp(s, "cooldown") == 0) {
         *status = 422;
         *code = "not_eligible";
         snprintf(err, errlen,
-                 "lead %s left plan %s less than the re-entry cooldown ago (%s ms to go)",
-                 lead_id, pid,
-                 reply->elements > 1 && reply->element[1]->str ? reply->element[1]->str : "?");
+                 "lead %s left plan %s less than the re-entry cooldown ago (%s ms to go)", lead_id,
+                 pid, reply->elements > 1 && reply->element[1]->str ? reply->element[1]->str : "?");
     } else if (strcmp(s, "missing") == 0) {
         *status = 404;
         *code = "not_found";
@@ -348,8 +347,7 @@ static void lead_put(nt_api_req_t *r, int create)
                          "-)");
             return;
         }
-        if (nt_api_lead_parse(r->body, NT_API_ID_FORBIDDEN, "", &c->in, err, sizeof(err)) !=
-            0) {
+        if (nt_api_lead_parse(r->body, NT_API_ID_FORBIDDEN, "", &c->in, err, sizeof(err)) != 0) {
             nt_api_error(r, 400, "bad_request", "%s", err);
             return;
         }
@@ -447,8 +445,7 @@ static void reply_lead(nt_api_req_t *r, redisReply **runs, size_t nruns)
                            s && strcmp(s, "a") == 0 ? "active" : "done", "visit",
                            (json_int_t)(vi ? strtoll(vi, NULL, 10) : 0), "exit_reason",
                            x && *x ? json_string(x) : json_null(), "entered_at",
-                           int_or_null(flat_get(h, "e")), "due_at",
-                           int_or_null(flat_get(h, "d"))));
+                           int_or_null(flat_get(h, "e")), "due_at", int_or_null(flat_get(h, "d"))));
     }
     if (!body || !arr) {
         json_decref(body);
@@ -484,8 +481,8 @@ static json_t *timeline_json(const redisReply *x)
         const char *k = flat_get(f, "k");
         const char *m = flat_get(f, "m");
         json_array_append_new(arr, json_pack("{s:I,s:s,s:s}", "at",
-                                             (json_int_t)(at ? strtoll(at, NULL, 10) : 0),
-                                             "kind", k ? k : "", "text", m ? m : ""));
+                                             (json_int_t)(at ? strtoll(at, NULL, 10) : 0), "kind",
+                                             k ? k : "", "text", m ? m : ""));
     }
     return arr;
 }
@@ -579,7 +576,7 @@ void nt_api_leads_get(nt_api_req_t *r)
 typedef struct enrol_ctx {
     char *lead_id;
     char *plan_id;
-    int waiting;          /* lead read and plan lookup still out */
+    int waiting; /* lead read and plan lookup still out */
     nt_rc_t lead_rc;
     nt_lead_t lead;
     int lead_found;
@@ -606,8 +603,7 @@ static void on_enrolled(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n,
     int status;
     const char *code;
     char err[512];
-    if (nt_api_enrol_result(rep[0], c->lead_id, c->plan, &status, &code, err, sizeof(err)) !=
-        0) {
+    if (nt_api_enrol_result(rep[0], c->lead_id, c->plan, &status, &code, err, sizeof(err)) != 0) {
         nt_api_error(r, status, code, "%s", err);
         return;
     }
@@ -616,8 +612,7 @@ static void on_enrolled(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n,
         nt_worker_wake(r->d.worker, nt_partition(c->lead_id, r->d.cfg->partitions));
     nt_api_reply_json(r, 202,
                       json_pack("{s:s,s:s,s:I,s:s}", "lead", c->lead_id, "plan", c->plan_id,
-                                "version", (json_int_t)c->plan->wf->version, "status",
-                                "enrolled"));
+                                "version", (json_int_t)c->plan->wf->version, "status", "enrolled"));
 }
 
 /* Both the lead and the plan are in: check, then enrol. */
@@ -635,8 +630,7 @@ static void enrol_continue(nt_api_req_t *r)
         return;
     }
     if (c->plan_rc == NT_ENOTFOUND) {
-        nt_api_error(r, 404, "not_found", "no plan %s (or it has no active version)",
-                     c->plan_id);
+        nt_api_error(r, 404, "not_found", "no plan %s (or it has no active version)", c->plan_id);
         return;
     }
     if (c->plan_rc == NT_EINVAL) {
@@ -744,8 +738,8 @@ void nt_api_leads_enrol(nt_api_req_t *r)
         c->waiting--;
     } else {
         char key[NT_KEY_MAX];
-        const char *argv[] = {
-            "HGETALL", nt_key_lead(key, nt_partition(id, r->d.cfg->partitions), id)};
+        const char *argv[] = {"HGETALL",
+                              nt_key_lead(key, nt_partition(id, r->d.cfg->partitions), id)};
         nt_api_batch_argv(b, 0, 2, argv, NULL);
         nt_api_batch_go(b);
     }

@@ -17,8 +17,7 @@
 #define MAX_BULK 10000
 #define BULK_BATCH 500
 
-static const char *bad_plan_id =
-    "the plan id in the path is not valid (1 to 64 of a-z 0-9 _ -)";
+static const char *bad_plan_id = "the plan id in the path is not valid (1 to 64 of a-z 0-9 _ -)";
 
 static void invalid_plan(nt_api_req_t *r, json_t *problems, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -39,8 +38,8 @@ static void invalid_plan(nt_api_req_t *r, json_t *problems, const char *fmt, ...
 static json_t *one_problem(const char *node, const char *msg)
 {
     json_t *a = json_array();
-    json_array_append_new(a, json_pack("{s:o,s:s}", "node",
-                                       node ? json_string(node) : json_null(), "message", msg));
+    json_array_append_new(
+        a, json_pack("{s:o,s:s}", "node", node ? json_string(node) : json_null(), "message", msg));
     return a;
 }
 
@@ -114,12 +113,12 @@ static int plan_id_from_path(nt_api_req_t *r)
 /* --- POST /v1/plans -------------------------------------------------------------------------- */
 
 typedef struct pub_ctx {
-    nt_plan_t *plan;    /* owned until handed to the cache */
+    nt_plan_t *plan; /* owned until handed to the cache */
     uint8_t *packed;
     size_t len;
     int activate;
     int attempts;
-    uint32_t expected;  /* latest version before ours */
+    uint32_t expected; /* latest version before ours */
 } pub_ctx_t;
 
 static void pub_ctx_free(void *p)
@@ -163,8 +162,9 @@ static void on_published(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n
     nt_plans_put(r->d.plans, c->plan);
     c->plan = NULL;
     nt_log_info("http", "plan %s v%u published%s", id ? id : "?", ver, active ? ", active" : "");
-    nt_api_reply_json(r, 201, json_pack("{s:s,s:I,s:b}", "id", id ? id : "", "version",
-                                        (json_int_t)ver, "active", active));
+    nt_api_reply_json(r, 201,
+                      json_pack("{s:s,s:I,s:b}", "id", id ? id : "", "version", (json_int_t)ver,
+                                "active", active));
     free(id);
 }
 
@@ -186,9 +186,16 @@ static void publish_try(nt_api_req_t *r)
     snprintf(exp, sizeof(exp), "%u", c->expected);
     snprintf(ver, sizeof(ver), "%u", wf->version);
     snprintf(now, sizeof(now), "%" PRId64, nt_real_ms());
-    const char *argv[] = {nt_key_plan_index(k1, wf->id), nt_key_plan(k2, wf->id, wf->version),
-                          NT_KEY_PLANS, wf->id, exp, ver, (const char *)c->packed,
-                          wf->name ? wf->name : "", now, c->activate ? "1" : "0"};
+    const char *argv[] = {nt_key_plan_index(k1, wf->id),
+                          nt_key_plan(k2, wf->id, wf->version),
+                          NT_KEY_PLANS,
+                          wf->id,
+                          exp,
+                          ver,
+                          (const char *)c->packed,
+                          wf->name ? wf->name : "",
+                          now,
+                          c->activate ? "1" : "0"};
     size_t lens[10];
     for (int i = 0; i < 10; i++)
         lens[i] = i == 6 ? c->len : strlen(argv[i]);
@@ -248,8 +255,7 @@ void nt_api_plans_publish(nt_api_req_t *r)
     if (!wf->id || !nt_api_plan_id_valid(wf->id)) {
         if (errs.n == 0) {
             nt_verrs_fini(&errs);
-            invalid_plan(r,
-                         one_problem(NULL, "the plan id must be 1 to 64 of a-z 0-9 _ -"),
+            invalid_plan(r, one_problem(NULL, "the plan id must be 1 to 64 of a-z 0-9 _ -"),
                          "the plan has 1 problem");
             return;
         }
@@ -258,11 +264,10 @@ void nt_api_plans_publish(nt_api_req_t *r)
     if (vrc != NT_OK || errs.n > 0) {
         json_t *problems = json_array();
         for (size_t i = 0; i < errs.n; i++)
-            json_array_append_new(problems,
-                                  json_pack("{s:o,s:s}", "node",
-                                            errs.v[i].node ? json_string(errs.v[i].node)
-                                                           : json_null(),
-                                            "message", errs.v[i].msg ? errs.v[i].msg : "?"));
+            json_array_append_new(
+                problems, json_pack("{s:o,s:s}", "node",
+                                    errs.v[i].node ? json_string(errs.v[i].node) : json_null(),
+                                    "message", errs.v[i].msg ? errs.v[i].msg : "?"));
         size_t np = errs.n;
         nt_verrs_fini(&errs);
         invalid_plan(r, problems, "the plan has %zu problem%s", np, np == 1 ? "" : "s");
@@ -315,12 +320,10 @@ static void on_list_hashes(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t
         if (!h || h->type != REDIS_REPLY_ARRAY || h->elements == 0)
             continue;
         const char *name = flat_str(h, "name");
-        json_array_append_new(plans,
-                              json_pack("{s:s,s:s,s:I,s:I,s:o}", "id", c->ids[i], "name",
-                                        name ? name : "", "active",
-                                        (json_int_t)flat_int(h, "active", 0), "latest",
-                                        (json_int_t)flat_int(h, "latest", 0), "versions",
-                                        versions_json(h)));
+        json_array_append_new(
+            plans, json_pack("{s:s,s:s,s:I,s:I,s:o}", "id", c->ids[i], "name", name ? name : "",
+                             "active", (json_int_t)flat_int(h, "active", 0), "latest",
+                             (json_int_t)flat_int(h, "latest", 0), "versions", versions_json(h)));
     }
     nt_api_reply_json(r, 200, json_pack("{s:o}", "plans", plans));
 }
@@ -497,13 +500,13 @@ static void on_activated(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n
         return;
     }
     if (strcmp(x->element[0]->str, "missing") == 0) {
-        nt_api_error(r, 404, "not_found", "plan %s has no version %" JSON_INTEGER_FORMAT,
-                     r->seg[2], ver);
+        nt_api_error(r, 404, "not_found", "plan %s has no version %" JSON_INTEGER_FORMAT, r->seg[2],
+                     ver);
         return;
     }
     nt_log_info("http", "plan %s v%" JSON_INTEGER_FORMAT " activated", r->seg[2], ver);
-    nt_api_reply_json(r, 200, json_pack("{s:s,s:I,s:b}", "id", r->seg[2], "version", ver,
-                                        "active", 1));
+    nt_api_reply_json(r, 200,
+                      json_pack("{s:s,s:I,s:b}", "id", r->seg[2], "version", ver, "active", 1));
 }
 
 void nt_api_plans_activate(nt_api_req_t *r)
@@ -536,8 +539,8 @@ void nt_api_plans_activate(nt_api_req_t *r)
     }
     char k1[NT_KEY_MAX], k2[NT_KEY_MAX], vs[16];
     snprintf(vs, sizeof(vs), "%u", (unsigned)ver);
-    const char *argv[] = {nt_key_plan_index(k1, r->seg[2]), nt_key_plan(k2, r->seg[2],
-                                                                        (uint32_t)ver), vs};
+    const char *argv[] = {nt_key_plan_index(k1, r->seg[2]),
+                          nt_key_plan(k2, r->seg[2], (uint32_t)ver), vs};
     nt_api_batch_script(b, 0, "api_activate", 2, 3, argv, NULL);
     nt_api_batch_go(b);
 }
@@ -612,15 +615,16 @@ static void on_stats(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, vo
         const Nt__Node *nd = wf->nodes[i];
         json_t *o = json_object_get(counts, nd->id);
         json_array_append_new(
-            nodes, json_pack("{s:s,s:s,s:s,s:I,s:I}", "id", nd->id, "kind",
-                             nt_node_kind_name(nd), "label", nd->label ? nd->label : "",
-                             "current", json_integer_value(json_object_get(o, "current")),
-                             "entered", json_integer_value(json_object_get(o, "entered"))));
+            nodes, json_pack("{s:s,s:s,s:s,s:I,s:I}", "id", nd->id, "kind", nt_node_kind_name(nd),
+                             "label", nd->label ? nd->label : "", "current",
+                             json_integer_value(json_object_get(o, "current")), "entered",
+                             json_integer_value(json_object_get(o, "entered"))));
         json_object_del(counts, nd->id);
     }
     const char *key;
     json_t *o;
-    json_object_foreach(counts, key, o) { /* nodes of older versions only */
+    json_object_foreach(counts, key, o)
+    { /* nodes of older versions only */
         json_array_append_new(
             nodes, json_pack("{s:s,s:n,s:n,s:I,s:I}", "id", key, "kind", "label", "current",
                              json_integer_value(json_object_get(o, "current")), "entered",
@@ -689,8 +693,8 @@ void nt_api_plans_stats(nt_api_req_t *r)
 typedef struct bulk_ctx {
     nt_api_lead_in_t *leads;
     size_t n;
-    size_t next;          /* first lead of the current batch */
-    size_t count;         /* leads in the current batch */
+    size_t next;  /* first lead of the current batch */
+    size_t count; /* leads in the current batch */
     const nt_plan_t *plan;
     size_t enrolled;
     json_t *skipped;
@@ -771,8 +775,8 @@ static void on_bulk_put(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n,
         nt_lead_fini(&lead);
         if (!ok) {
             char msg[512];
-            snprintf(msg, sizeof(msg), "lead %s does not match the entry filter of plan %s",
-                     in->id, c->plan->wf->id);
+            snprintf(msg, sizeof(msg), "lead %s does not match the entry filter of plan %s", in->id,
+                     c->plan->wf->id);
             skip(c, in->id, msg);
             continue;
         }
@@ -808,8 +812,8 @@ static void bulk_next(nt_api_req_t *r)
                 nt_worker_wake(r->d.worker, p);
         json_t *sk = c->skipped;
         c->skipped = NULL;
-        nt_api_reply_json(r, 200, json_pack("{s:I,s:o}", "enrolled", (json_int_t)c->enrolled,
-                                            "skipped", sk));
+        nt_api_reply_json(
+            r, 200, json_pack("{s:I,s:o}", "enrolled", (json_int_t)c->enrolled, "skipped", sk));
         return;
     }
     c->count = c->n - c->next < BULK_BATCH ? c->n - c->next : BULK_BATCH;
@@ -890,8 +894,8 @@ void nt_api_plans_enrol(nt_api_req_t *r)
     for (size_t i = 0; i < n; i++) {
         char prefix[32];
         snprintf(prefix, sizeof(prefix), "leads[%zu].", i);
-        if (nt_api_lead_parse(json_array_get(leads, i), NT_API_ID_REQUIRED, prefix,
-                              &c->leads[i], err, sizeof(err)) != 0) {
+        if (nt_api_lead_parse(json_array_get(leads, i), NT_API_ID_REQUIRED, prefix, &c->leads[i],
+                              err, sizeof(err)) != 0) {
             nt_api_error(r, 400, "bad_request", "%s", err);
             return;
         }

@@ -60,8 +60,7 @@ static const route_t routes[] = {
     {EVHTTP_REQ_GET, "/health", 0, BODY_NONE, health},
     {EVHTTP_REQ_GET, "/metrics", NT_API_ROLE_OPS, BODY_NONE, metrics},
     {EVHTTP_REQ_POST, "/v1/leads", NT_API_ROLE_OPS, BODY_JSON, nt_api_leads_post},
-    {EVHTTP_REQ_GET, "/v1/leads/*", NT_API_ROLE_OPS | NT_API_ROLE_REP, BODY_NONE,
-     nt_api_leads_get},
+    {EVHTTP_REQ_GET, "/v1/leads/*", NT_API_ROLE_OPS | NT_API_ROLE_REP, BODY_NONE, nt_api_leads_get},
     {EVHTTP_REQ_PATCH, "/v1/leads/*", NT_API_ROLE_OPS, BODY_JSON, nt_api_leads_patch},
     {EVHTTP_REQ_POST, "/v1/leads/*/enrol", NT_API_ROLE_OPS, BODY_JSON, nt_api_leads_enrol},
     {EVHTTP_REQ_POST, "/v1/events", ALL_ROLES, BODY_JSON, nt_api_events_post},
@@ -69,8 +68,7 @@ static const route_t routes[] = {
     {EVHTTP_REQ_GET, "/v1/plans", NT_API_ROLE_OPS, BODY_NONE, nt_api_plans_list},
     {EVHTTP_REQ_GET, "/v1/plans/*", NT_API_ROLE_OPS, BODY_NONE, nt_api_plans_get},
     {EVHTTP_REQ_POST, "/v1/plans/*/enrol", NT_API_ROLE_OPS, BODY_JSON, nt_api_plans_enrol},
-    {EVHTTP_REQ_POST, "/v1/plans/*/activate", NT_API_ROLE_OPS, BODY_JSON,
-     nt_api_plans_activate},
+    {EVHTTP_REQ_POST, "/v1/plans/*/activate", NT_API_ROLE_OPS, BODY_JSON, nt_api_plans_activate},
     {EVHTTP_REQ_GET, "/v1/plans/*/stats", NT_API_ROLE_OPS, BODY_NONE, nt_api_plans_stats},
 };
 
@@ -79,15 +77,24 @@ static const route_t routes[] = {
 static const char *method_name(enum evhttp_cmd_type m)
 {
     switch (m) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_TRACE: return "TRACE";
-    case EVHTTP_REQ_CONNECT: return "CONNECT";
-    case EVHTTP_REQ_PATCH: return "PATCH";
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    case EVHTTP_REQ_TRACE:
+        return "TRACE";
+    case EVHTTP_REQ_CONNECT:
+        return "CONNECT";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
     }
     return "?";
 }
@@ -115,20 +122,34 @@ static int route_match(const route_t *rt, char **seg, size_t nseg)
 static const char *status_reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Entity";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
     }
     return "Unknown";
 }
@@ -181,8 +202,7 @@ static void on_conn_close(struct evhttp_connection *conn, void *arg)
     nt_api_unref(r);
 }
 
-static void send_reply(nt_api_req_t *r, int status, const char *ctype, const char *data,
-                       size_t len)
+static void send_reply(nt_api_req_t *r, int status, const char *ctype, const char *data, size_t len)
 {
     if (r->finished)
         return;
@@ -240,8 +260,7 @@ void nt_api_error(nt_api_req_t *r, int status, const char *code, const char *fmt
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    nt_api_reply_json(r, status,
-                      json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg));
+    nt_api_reply_json(r, status, json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg));
 }
 
 void nt_api_error_rc(nt_api_req_t *r, nt_rc_t rc, const char *what)
@@ -300,7 +319,7 @@ struct nt_api_batch {
     struct slot {
         struct nt_api_batch *b;
         size_t i;
-    } *slots;
+    } * slots;
 };
 
 static redisReply *reply_dup(const redisReply *src)
@@ -400,8 +419,7 @@ static void batch_issued(nt_api_batch_t *b, size_t i, nt_rc_t rc)
         b->rc = rc;
 }
 
-void nt_api_batch_argv(nt_api_batch_t *b, size_t i, int argc, const char **argv,
-                       const size_t *lens)
+void nt_api_batch_argv(nt_api_batch_t *b, size_t i, int argc, const char **argv, const size_t *lens)
 {
     if (b->rc != NT_OK || b->r->finished)
         return;
@@ -417,9 +435,9 @@ void nt_api_batch_script(nt_api_batch_t *b, size_t i, const char *name, int nkey
         return;
     b->slots[i].b = b;
     b->slots[i].i = i;
-    batch_issued(b, i,
-                 nt_redis_script(b->r->d.redis, name, batch_cb, &b->slots[i], nkeys, argc, argv,
-                                 lens));
+    batch_issued(
+        b, i,
+        nt_redis_script(b->r->d.redis, name, batch_cb, &b->slots[i], nkeys, argc, argv, lens));
 }
 
 void nt_api_batch_go(nt_api_batch_t *b)
@@ -583,8 +601,7 @@ static int split_path(const char *path, char ***segs, size_t *nsegs)
  * (over SHA-256 digests, so lengths leak nothing either). */
 static int authenticate(nt_http_t *h, struct evhttp_request *req, const char **who)
 {
-    const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req),
-                                          "Authorization");
+    const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
     if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
         return 0;
     const char *tok = auth + 7;
@@ -686,8 +703,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         const char *who = NULL;
         int role = authenticate(h, req, &who);
         if (!role) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
-                              "Bearer");
+            evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
             nt_api_error(r, 401, "unauthorized", "a valid bearer token is required");
             return;
         }
@@ -704,8 +720,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     size_t len = in ? evbuffer_get_length(in) : 0;
     if (rt->body == BODY_JSON) {
         if (len > h->d.cfg->max_body) {
-            nt_api_error(r, 413, "too_large", "the body has %zu bytes, more than max-body %zu",
-                         len, h->d.cfg->max_body);
+            nt_api_error(r, 413, "too_large", "the body has %zu bytes, more than max-body %zu", len,
+                         h->d.cfg->max_body);
             return;
         }
         if (content_type_is(req, "application/json") == 0) {
@@ -719,10 +735,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         }
         const char *data = (const char *)evbuffer_pullup(in, -1);
         json_error_t jerr;
-        json_t *body = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+        json_t *body = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
         if (!body) {
-            nt_api_error(r, 400, "bad_json", "malformed JSON at line %d column %d: %s",
-                         jerr.line, jerr.column, jerr.text);
+            nt_api_error(r, 400, "bad_json", "malformed JSON at line %d column %d: %s", jerr.line,
+                         jerr.column, jerr.text);
             return;
         }
         if (!json_is_object(body)) {
@@ -733,9 +749,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         r->body = body;
     } else if (rt->body == BODY_PROTO) {
         if (len > h->d.cfg->max_plan_body) {
-            nt_api_error(r, 413, "too_large",
-                         "the body has %zu bytes, more than max-plan-body %zu", len,
-                         h->d.cfg->max_plan_body);
+            nt_api_error(r, 413, "too_large", "the body has %zu bytes, more than max-plan-body %zu",
+                         len, h->d.cfg->max_plan_body);
             return;
         }
         if (content_type_is(req, "application/x-protobuf") != 1 &&
@@ -872,8 +887,7 @@ int nt_api_event_type_valid(const char *type)
         unsigned char c = (unsigned char)type[n];
         if (n >= 64)
             return 0;
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-              c == '.'))
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
             return 0;
     }
     return 1;
@@ -884,7 +898,8 @@ int nt_api_only_fields(json_t *obj, const char *const *allowed, const char *pref
 {
     const char *key;
     json_t *v;
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         int ok = 0;
         for (size_t i = 0; allowed[i]; i++)
             if (strcmp(allowed[i], key) == 0)

@@ -24,10 +24,10 @@ typedef struct load load_t;
 typedef struct entry {
     char *id;
     uint32_t ver;
-    nt_plan_t *plan;    /* NULL while loading */
-    waiter_t *waiters;  /* while loading, in arrival order */
+    nt_plan_t *plan;   /* NULL while loading */
+    waiter_t *waiters; /* while loading, in arrival order */
     waiter_t **tail;
-    load_t *load;       /* the GET in flight, NULL when loaded */
+    load_t *load; /* the GET in flight, NULL when loaded */
     struct entry *next;
 } entry_t;
 

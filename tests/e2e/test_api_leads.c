@@ -271,6 +271,25 @@ static void test_api_bulk_enrol_reports_skipped(void **state)
     assert_int_equal(key_exists(lead_key(key, "bulk-6")), 0);
 }
 
+static void test_api_hostile_long_id_writes_nothing(void **state)
+{
+    (void)state;
+    size_t n = 10 * 1024;
+    char *body = malloc(n + 64);
+    int k = snprintf(body, n + 64, "{\"id\":\"");
+    memset(body + k, 'a', n);
+    snprintf(body + k + n, 64, "\",\"attributes\":{\"role\":\"x\"}}");
+    long long before = dbsize();
+    nt_test_resp_t r;
+    call("POST", "/v1/leads", OPS, body, &r);
+    expect_status(&r, 400, "bad_request");
+    expect_message(&r, "'id'");
+    assert_true(r.len < 1024); /* the id is not echoed back */
+    nt_test_resp_fini(&r);
+    free(body);
+    assert_true(dbsize() <= before);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -279,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_api_update_of_enrolled_lead_posts_event),
         cmocka_unit_test(test_api_events_accepted_and_unknown_lead),
         cmocka_unit_test(test_api_bulk_enrol_reports_skipped),
+        cmocka_unit_test(test_api_hostile_long_id_writes_nothing),
     };
     return cmocka_run_group_tests(tests, setup, api_teardown);
 }
