@@ -20,6 +20,16 @@ if l[1] ~= me or l[2] ~= tok then
 end
 local b = cjson.decode(ARGV[6])
 local out = {'OK'}
+-- funnel counters are summed over the batch and written once per field
+local stats = {}
+local function count(plan, f, n)
+  local t = stats[plan]
+  if not t then
+    t = {}
+    stats[plan] = t
+  end
+  t[f] = (t[f] or 0) + n
+end
 
 for _, r in ipairs(b.e or {}) do
   local lk = pre .. 'lead:' .. r.l
@@ -59,15 +69,14 @@ for _, d in ipairs(b.d or {}) do
   if cur[1] == false or tostring(cur[1]) ~= tostring(d.t) or cur[2] ~= 'a' then
     out[#out + 1] = 0
   else
-    local sk = pre .. 'stats:' .. d.p
     local v = tostring(d.v)
     redis.call('HSET', rk, 'n', d.n, 't', tonumber(cur[1]) + 1, 'vi', d.vi, 'ne', now, 'd', d.d,
                's', d.s)
     if d.left and d.left ~= '' then
-      redis.call('HINCRBY', sk, v .. ':' .. d.left .. ':cur', -1)
+      count(d.p, v .. ':' .. d.left .. ':cur', -1)
     end
     for _, node in ipairs(d.path or {}) do
-      redis.call('HINCRBY', sk, v .. ':' .. node .. ':in', 1)
+      count(d.p, v .. ':' .. node .. ':in', 1)
     end
     for _, kv in ipairs(d.set or {}) do
       if kv[2] == nil or kv[2] == cjson.null then
@@ -97,17 +106,25 @@ for _, d in ipairs(b.d or {}) do
       redis.call('HSET', rk, 'x', d.x or '', 'xt', now)
       redis.call('ZREM', KEYS[2], member)
       redis.call('HSET', lk, 'r:' .. d.p, 'd')
-      redis.call('HINCRBY', sk, v .. ':active', -1)
-      redis.call('HINCRBY', sk, v .. ':exit:' .. (d.x or ''), 1)
+      count(d.p, v .. ':active', -1)
+      count(d.p, v .. ':exit:' .. (d.x or ''), 1)
       out[#out + 1] = tonumber(cur[3] or '0') or 0
     else
-      redis.call('HINCRBY', sk, v .. ':' .. d.n .. ':cur', 1)
+      count(d.p, v .. ':' .. d.n .. ':cur', 1)
       if tonumber(d.d) > 0 then
         redis.call('ZADD', KEYS[2], d.d, member)
       else
         redis.call('ZREM', KEYS[2], member)
       end
       out[#out + 1] = 1
+    end
+  end
+end
+for plan, t in pairs(stats) do
+  local sk = pre .. 'stats:' .. plan
+  for f, n in pairs(t) do
+    if n ~= 0 then
+      redis.call('HINCRBY', sk, f, n)
     end
   end
 end
