@@ -167,7 +167,8 @@ nt_modules_t *nt_modules_load(const char *dir, char **errmsg)
     closedir(d);
     if (!oom) {
         /* Sorted, so that which of two duplicates wins does not depend on readdir order. */
-        qsort(names, nnames, sizeof(*names), cmp_str);
+        if (nnames > 1)
+            qsort(names, nnames, sizeof(*names), cmp_str);
         for (size_t i = 0; i < nnames; i++)
             load_one(mods, names[i]);
     }
