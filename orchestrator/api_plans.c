@@ -188,7 +188,6 @@ static void publish_try(nt_api_req_t *r)
     snprintf(now, sizeof(now), "%" PRId64, nt_real_ms());
     const char *argv[] = {nt_key_plan_index(k1, wf->id),
                           nt_key_plan(k2, wf->id, wf->version),
-                          NT_KEY_PLANS,
                           wf->id,
                           exp,
                           ver,
@@ -196,15 +195,19 @@ static void publish_try(nt_api_req_t *r)
                           wf->name ? wf->name : "",
                           now,
                           c->activate ? "1" : "0"};
-    size_t lens[10];
-    for (int i = 0; i < 10; i++)
-        lens[i] = i == 6 ? c->len : strlen(argv[i]);
-    nt_api_batch_t *b = nt_api_batch_new(r, 1, on_published, NULL);
+    size_t lens[9];
+    for (int i = 0; i < 9; i++)
+        lens[i] = i == 5 ? c->len : strlen(argv[i]);
+    /* The plan's own keys share the hash tag {<id>} (one cluster slot, one script); the set of
+     * plan ids lives elsewhere and is added to separately; listing skips ids with no plan. */
+    const char *sadd[] = {"SADD", NT_KEY_PLANS, wf->id};
+    nt_api_batch_t *b = nt_api_batch_new(r, 2, on_published, NULL);
     if (!b) {
         nt_api_error(r, 500, "internal", "out of memory");
         return;
     }
-    nt_api_batch_script(b, 0, "publish", 3, 10, argv, lens);
+    nt_api_batch_script(b, 0, "publish", 2, 9, argv, lens);
+    nt_api_batch_argv(b, 1, 3, sadd, NULL);
     nt_api_batch_go(b);
 }
 

@@ -50,12 +50,12 @@ char *nt_key_part(char *buf, unsigned p, const char *what)
 
 char *nt_key_plan(char *buf, const char *plan_id, uint32_t version)
 {
-    snprintf(buf, NT_KEY_MAX, "nt:plan:%s:%u", plan_id, version);
+    snprintf(buf, NT_KEY_MAX, "nt:plan:{%s}:%u", plan_id, version);
     return buf;
 }
 
 char *nt_key_plan_index(char *buf, const char *plan_id)
 {
-    snprintf(buf, NT_KEY_MAX, "nt:plan:%s", plan_id);
+    snprintf(buf, NT_KEY_MAX, "nt:plan:{%s}", plan_id);
     return buf;
 }

@@ -19,8 +19,8 @@ char *nt_key_lead(char *buf, unsigned p, const char *lead_id);
 char *nt_key_run(char *buf, unsigned p, const char *lead_id, const char *plan_id);
 char *nt_key_hist(char *buf, unsigned p, const char *lead_id);
 char *nt_key_part(char *buf, unsigned p, const char *what); /* nt:{p}:timers, events, outbox, lease, stats:<plan> */
-char *nt_key_plan(char *buf, const char *plan_id, uint32_t version); /* nt:plan:<id>:<ver> */
-char *nt_key_plan_index(char *buf, const char *plan_id);            /* nt:plan:<id> */
+char *nt_key_plan(char *buf, const char *plan_id, uint32_t version); /* nt:plan:{<id>}:<ver> */
+char *nt_key_plan_index(char *buf, const char *plan_id);            /* nt:plan:{<id>} */
 
 #define NT_KEY_PLANS "nt:plans"   /* set of plan ids */
 #define NT_KEY_META "nt:meta"     /* hash: partitions, created */

@@ -1,8 +1,8 @@
 /* Published plans: versions are immutable, so a version once read from Redis is cached for the
  * life of the process. Redis layout:
  *   nt:plans               set of plan ids
- *   nt:plan:<id>           hash: active <ver>, latest <ver>, name <name>, published:<ver> <ms>
- *   nt:plan:<id>:<ver>     string: the binary nt.Workflow with version set */
+ *   nt:plan:{<id>}         hash: active <ver>, latest <ver>, name <name>, published:<ver> <ms>
+ *   nt:plan:{<id>}:<ver>   string: the binary nt.Workflow with version set */
 #ifndef NT_PLANS_H
 #define NT_PLANS_H
 

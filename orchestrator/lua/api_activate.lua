@@ -1,5 +1,5 @@
 -- Make a published version the active one (POST /v1/plans/{id}/activate).
--- KEYS[1] nt:plan:<id>  KEYS[2] nt:plan:<id>:<ver>   ARGV[1] version
+-- KEYS[1] nt:plan:{<id>}  KEYS[2] nt:plan:{<id>}:<ver>   ARGV[1] version
 -- Returns {"ok"} or {"missing"}.
 if redis.call('EXISTS', KEYS[2]) == 0 then
   return {'missing'}

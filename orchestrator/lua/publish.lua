@@ -1,6 +1,6 @@
 -- Publish a new version of a plan (POST /v1/plans), atomically. The caller packed the Workflow
 -- with version = expected latest + 1; when another publish got there first the caller repacks.
--- KEYS[1] nt:plan:<id>  KEYS[2] nt:plan:<id>:<ver>  KEYS[3] nt:plans
+-- KEYS[1] nt:plan:{<id>}  KEYS[2] nt:plan:{<id>}:<ver> (one slot; the caller adds <id> to nt:plans)
 -- ARGV[1] plan id  ARGV[2] expected latest ("0": none)  ARGV[3] version  ARGV[4] bytes
 -- ARGV[5] name  ARGV[6] now (ms)  ARGV[7] "1" to activate even when one is active
 -- Returns {"ok", version, active ("1"|"0")} or {"retry", latest}.
@@ -15,5 +15,4 @@ if ARGV[7] == '1' or not redis.call('HGET', KEYS[1], 'active') then
   redis.call('HSET', KEYS[1], 'active', ARGV[3])
   active = '1'
 end
-redis.call('SADD', KEYS[3], ARGV[1])
 return {'ok', ARGV[3], active}

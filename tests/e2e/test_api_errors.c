@@ -163,7 +163,7 @@ static void test_api_malformed_json_and_wrong_types(void **state)
     expect_status(&r, 400, "bad_request");
     expect_message(&r, "leads");
     nt_test_resp_fini(&r);
-    assert_int_equal(key_exists("nt:plan:p"), 0);
+    assert_int_equal(key_exists("nt:plan:{p}"), 0);
 }
 
 static void test_api_hostile_ids(void **state)

@@ -28,7 +28,7 @@ static void test_api_publish_versions_and_activation(void **state)
     assert_int_equal(json_integer_value(json_object_get(r.json, "version")), 2);
     assert_true(json_is_false(json_object_get(r.json, "active")));
     nt_test_resp_fini(&r);
-    char *a = redis_hget("nt:plan:api_basic", "active");
+    char *a = redis_hget("nt:plan:{api_basic}", "active");
     assert_string_equal(a, "1");
     free(a);
 
@@ -38,12 +38,12 @@ static void test_api_publish_versions_and_activation(void **state)
     assert_int_equal(json_integer_value(json_object_get(r.json, "version")), 3);
     assert_true(json_is_true(json_object_get(r.json, "active")));
     nt_test_resp_fini(&r);
-    a = redis_hget("nt:plan:api_basic", "active");
+    a = redis_hget("nt:plan:{api_basic}", "active");
     assert_string_equal(a, "3");
     free(a);
 
     /* the stored bytes are the plan with its version set */
-    redisReply *x = redisCommand(env.rc, "GET nt:plan:api_basic:2");
+    redisReply *x = redisCommand(env.rc, "GET nt:plan:{api_basic}:2");
     assert_non_null(x);
     assert_int_equal(x->type, REDIS_REPLY_STRING);
     char *err = NULL;
@@ -89,21 +89,21 @@ static void test_api_plans_list_show_activate(void **state)
     call("POST", "/v1/plans/api_basic/activate", OPS, "{\"version\":1}", &r);
     expect_status(&r, 200, NULL);
     nt_test_resp_fini(&r);
-    char *a = redis_hget("nt:plan:api_basic", "active");
+    char *a = redis_hget("nt:plan:{api_basic}", "active");
     assert_string_equal(a, "1");
     free(a);
 
     call("POST", "/v1/plans/api_basic/activate", OPS, "{\"version\":42}", &r);
     expect_status(&r, 404, "not_found");
     nt_test_resp_fini(&r);
-    a = redis_hget("nt:plan:api_basic", "active");
+    a = redis_hget("nt:plan:{api_basic}", "active");
     assert_string_equal(a, "1");
     free(a);
 
     call("POST", "/v1/plans/nope/activate", OPS, "{\"version\":1}", &r);
     expect_status(&r, 404, "not_found");
     nt_test_resp_fini(&r);
-    assert_int_equal(key_exists("nt:plan:nope"), 0);
+    assert_int_equal(key_exists("nt:plan:{nope}"), 0);
 
     call("GET", "/v1/plans/nope", OPS, NULL, &r);
     expect_status(&r, 404, "not_found");
@@ -164,8 +164,8 @@ static void test_api_invalid_plans_write_nothing(void **state)
     }
     assert_true(missing_start && missing_edge && channel);
     nt_test_resp_fini(&r);
-    assert_int_equal(key_exists("nt:plan:api_problems"), 0);
-    assert_int_equal(key_exists("nt:plan:api_problems:1"), 0);
+    assert_int_equal(key_exists("nt:plan:{api_problems}"), 0);
+    assert_int_equal(key_exists("nt:plan:{api_problems}:1"), 0);
 
     /* not protobuf at all */
     static const char junk[] = "\xff\xff\xff\xff this is not a plan";
@@ -197,7 +197,7 @@ static void test_api_rep_and_webhook_cannot_publish(void **state)
     uint8_t *bin = NULL;
     size_t len = 0;
     assert_int_equal(nt_test_compile_plan(path, &bin, &len), 0);
-    char *latest = redis_hget("nt:plan:api_basic", "latest");
+    char *latest = redis_hget("nt:plan:{api_basic}", "latest");
 
     call_raw("POST", "/v1/plans", REP, "application/x-protobuf", bin, len, &r);
     expect_status(&r, 403, "forbidden");
@@ -210,7 +210,7 @@ static void test_api_rep_and_webhook_cannot_publish(void **state)
     nt_test_resp_fini(&r);
     free(bin);
 
-    char *after = redis_hget("nt:plan:api_basic", "latest");
+    char *after = redis_hget("nt:plan:{api_basic}", "latest");
     assert_string_equal(latest, after);
     free(latest);
     free(after);

@@ -89,8 +89,8 @@ static void test_key_layout_matches_design(void **state)
     assert_string_equal(nt_key_run(k, 7, "x", "p"), "nt:{7}:run:x:p");
     assert_string_equal(nt_key_hist(k, 7, "x"), "nt:{7}:hist:x");
     assert_string_equal(nt_key_part(k, 7, "timers"), "nt:{7}:timers");
-    assert_string_equal(nt_key_plan(k, "p", 3), "nt:plan:p:3");
-    assert_string_equal(nt_key_plan_index(k, "p"), "nt:plan:p");
+    assert_string_equal(nt_key_plan(k, "p", 3), "nt:plan:{p}:3");
+    assert_string_equal(nt_key_plan_index(k, "p"), "nt:plan:{p}");
 }
 
 static void test_overlong_ids_are_truncated_not_overflowed(void **state)
