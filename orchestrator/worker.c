@@ -73,7 +73,8 @@ struct nt_worker {
     unsigned nparts;
     part_t *parts;
     unsigned owned;
-    unsigned live;          /* live workers seen at the last heartbeat */
+    char **live;            /* ids of the live workers at the last heartbeat, sorted */
+    size_t nlive;
     int meta_ok;
     struct event *lease_ev;
     int stopping;
@@ -1065,12 +1066,47 @@ static void on_ignore(nt_rc_t rc, redisReply *reply, void *arg)
     (void)arg;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void free_live(nt_worker_t *w)
+{
+    for (size_t i = 0; i < w->nlive; i++)
+        free(w->live[i]);
+    free(w->live);
+    w->live = NULL;
+    w->nlive = 0;
+}
+
 static void on_heartbeat(nt_rc_t rc, redisReply *reply, void *arg)
 {
     nt_worker_t *w = arg;
+    char **ids;
+    size_t n = 0;
 
-    if (rc == NT_OK && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
-        w->live = (unsigned)reply->integer;
+    if (rc != NT_OK || reply->type != REDIS_REPLY_ARRAY)
+        return;
+    ids = calloc(reply->elements + 1, sizeof(*ids));
+    if (!ids)
+        return;
+    for (size_t i = 0; i < reply->elements; i++)
+        if ((ids[n] = strdup(rstr(reply->element[i]))))
+            n++;
+    if (n > 1)
+        qsort(ids, n, sizeof(*ids), cmp_id);
+    free_live(w);
+    w->live = ids;
+    w->nlive = n;
+}
+
+/* The worker a partition belongs to when all is well: partitions are dealt round-robin over
+ * the live workers sorted by id, so every worker computes the same assignment. NULL when this
+ * worker has not seen the live list yet. */
+static const char *preferred(const nt_worker_t *w, unsigned p)
+{
+    return w->nlive ? w->live[p % w->nlive] : NULL;
 }
 
 static void on_meta(nt_rc_t rc, redisReply *reply, void *arg)
@@ -1090,12 +1126,16 @@ static void on_meta(nt_rc_t rc, redisReply *reply, void *arg)
     event_active(w->lease_ev, EV_TIMEOUT, 0);
 }
 
+/* Every lease/5: heartbeat (which returns the live workers), renew what this worker holds,
+ * hand partitions that belong to another live worker over to it, and take the ones that belong
+ * to this worker as soon as they are free. A worker that stops
+ * heart-beating drops out of the live list after 4/5 of a lease, when its leases have expired
+ * too, so its partitions are taken over within one lease period. */
 static void on_lease_tick(evutil_socket_t fd, short what, void *arg)
 {
     nt_worker_t *w = arg;
-    char now_s[24], old_s[24], parts_s[16];
-    unsigned share, asking = 0;
-    int64_t now = nt_real_ms();
+    char parts_s[16], stale_s[16];
+    const char *hb[4];
 
     (void)fd;
     (void)what;
@@ -1108,22 +1148,25 @@ static void on_lease_tick(evutil_socket_t fd, short what, void *arg)
         nt_redis_cmd(w->redis, on_meta, w, "HGET %s partitions", NT_KEY_META);
         return;
     }
-    snprintf(now_s, sizeof(now_s), "%lld", (long long)now);
-    snprintf(old_s, sizeof(old_s), "%lld", (long long)(now - 3LL * w->cfg->lease_ms));
-    nt_redis_cmd(w->redis, on_ignore, w, "ZADD %s %s %s", NT_KEY_WORKERS, now_s, w->id);
-    nt_redis_cmd(w->redis, on_ignore, w, "ZREMRANGEBYSCORE %s -inf %s", NT_KEY_WORKERS, old_s);
-    nt_redis_cmd(w->redis, on_heartbeat, w, "ZCARD %s", NT_KEY_WORKERS);
-    share = (w->nparts + (w->live ? w->live : 1) - 1) / (w->live ? w->live : 1);
+    snprintf(stale_s, sizeof(stale_s), "%d", w->cfg->lease_ms * 4 / 5);
+    hb[0] = NT_KEY_WORKERS;
+    hb[1] = w->id;
+    hb[2] = stale_s;
+    hb[3] = "";
+    nt_redis_script(w->redis, "heartbeat", on_heartbeat, w, 1, 4, hb, NULL);
     for (unsigned i = 0; i < w->nparts; i++) {
         part_t *pt = &w->parts[i];
+        const char *pref = preferred(w, i);
+        int mine = !pref || strcmp(pref, w->id) == 0;
 
         if (pt->owned) {
-            if (w->owned > share && !pt->busy && !pt->obusy && pt->nmsgs == 0 && pt->ndone == 0)
+            if (!mine && !pt->busy && !pt->obusy && pt->nmsgs == 0 && pt->ndone == 0)
                 lease(pt, "release");
             else
                 lease(pt, "renew");
-        } else if (w->owned + asking < share) {
-            asking++;
+        } else if (mine) {
+            /* The script takes it only once it is free (released, or its holder's lease ran
+             * out). A dead worker's partitions become someone's when it leaves the live list. */
             lease(pt, "acquire");
         }
     }
@@ -1221,8 +1264,11 @@ static void finish_stop(evutil_socket_t fd, short what, void *arg)
         for (unsigned i = 0; i < w->nparts; i++)
             if (w->parts[i].owned && nt_redis_up(w->redis))
                 lease(&w->parts[i], "release");
-        if (nt_redis_up(w->redis))
-            nt_redis_cmd(w->redis, on_ignore, w, "ZREM %s %s", NT_KEY_WORKERS, w->id);
+        if (nt_redis_up(w->redis)) {
+            const char *hb[4] = {NT_KEY_WORKERS, w->id, "1", "leave"};
+
+            nt_redis_script(w->redis, "heartbeat", on_ignore, w, 1, 4, hb, NULL);
+        }
         return;
     }
     if (!all_quiet(w) && nt_real_ms() < w->stop_deadline)
@@ -1291,6 +1337,7 @@ void nt_worker_free(nt_worker_t *w)
         event_free(w->lease_ev);
     if (w->stop_ev)
         event_free(w->stop_ev);
+    free_live(w);
     free(w->id);
     free(w);
 }
