@@ -1080,6 +1080,8 @@ static void free_live(nt_worker_t *w)
     w->nlive = 0;
 }
 
+static void lease_all(nt_worker_t *w);
+
 static void on_heartbeat(nt_rc_t rc, redisReply *reply, void *arg)
 {
     nt_worker_t *w = arg;
@@ -1099,6 +1101,8 @@ static void on_heartbeat(nt_rc_t rc, redisReply *reply, void *arg)
     free_live(w);
     w->live = ids;
     w->nlive = n;
+    if (!w->stopping)
+        lease_all(w);
 }
 
 /* The worker a partition belongs to when all is well: partitions are dealt round-robin over
@@ -1124,6 +1128,27 @@ static void on_meta(nt_rc_t rc, redisReply *reply, void *arg)
     }
     w->meta_ok = 1;
     event_active(w->lease_ev, EV_TIMEOUT, 0);
+}
+
+/* Renew, hand over and take partitions by the live list just read. */
+static void lease_all(nt_worker_t *w)
+{
+    for (unsigned i = 0; i < w->nparts; i++) {
+        part_t *pt = &w->parts[i];
+        const char *pref = preferred(w, i);
+        int mine = !pref || strcmp(pref, w->id) == 0;
+
+        if (pt->owned) {
+            if (!mine && !pt->busy && !pt->obusy && pt->nmsgs == 0 && pt->ndone == 0)
+                lease(pt, "release");
+            else
+                lease(pt, "renew");
+        } else if (mine) {
+            /* The script takes it only once it is free (released, or its holder's lease ran
+             * out). A dead worker's partitions become someone's when it leaves the live list. */
+            lease(pt, "acquire");
+        }
+    }
 }
 
 /* Every lease/5: heartbeat (which returns the live workers), renew what this worker holds,
@@ -1154,22 +1179,6 @@ static void on_lease_tick(evutil_socket_t fd, short what, void *arg)
     hb[2] = stale_s;
     hb[3] = "";
     nt_redis_script(w->redis, "heartbeat", on_heartbeat, w, 1, 4, hb, NULL);
-    for (unsigned i = 0; i < w->nparts; i++) {
-        part_t *pt = &w->parts[i];
-        const char *pref = preferred(w, i);
-        int mine = !pref || strcmp(pref, w->id) == 0;
-
-        if (pt->owned) {
-            if (!mine && !pt->busy && !pt->obusy && pt->nmsgs == 0 && pt->ndone == 0)
-                lease(pt, "release");
-            else
-                lease(pt, "renew");
-        } else if (mine) {
-            /* The script takes it only once it is free (released, or its holder's lease ran
-             * out). A dead worker's partitions become someone's when it leaves the live list. */
-            lease(pt, "acquire");
-        }
-    }
 }
 
 /* ---- life cycle --------------------------------------------------------------------------- */
