@@ -191,6 +191,18 @@ int main(int argc, char **argv)
                      strerror(errno));
         goto out;
     }
+    {
+        /* Absolute from here on: redis-server changes into its directory before it opens
+         * the files named relative to it. */
+        char *abs = realpath(d.cfg.data_dir, NULL);
+
+        if (!abs) {
+            nt_log_error("main", "data directory %s: %s", d.cfg.data_dir, strerror(errno));
+            goto out;
+        }
+        free(d.cfg.data_dir);
+        d.cfg.data_dir = abs;
+    }
     if (d.cfg.ntokens == 0 && load_or_make_tokens() != 0)
         goto out;
 
