@@ -86,6 +86,7 @@ struct nt_worker {
 };
 
 static void part_poll(part_t *pt, int64_t delay_ms);
+static void part_idle(part_t *pt, int64_t next_due);
 static void check_stopped(nt_worker_t *w);
 static void outbox_fetch(part_t *pt);
 
@@ -379,7 +380,7 @@ static void on_applied(nt_rc_t rc, redisReply *reply, void *arg)
         if (full || pt->again)
             part_poll(pt, 0);
         else
-            part_poll(pt, -1 - b->next_due); /* encoded: idle until the next due timer */
+            part_idle(pt, b->next_due);
     }
     pt->again = 0;
     json_decref(b->decisions);
@@ -518,7 +519,10 @@ static void decide_batch(part_t *pt, const redisReply *timers, const redisReply 
         json_decref(b->fixes);
         free(b);
         pt->busy = 0;
-        part_poll(pt, full || pt->again ? 0 : -1 - next_due);
+        if (full || pt->again)
+            part_poll(pt, 0);
+        else
+            part_idle(pt, next_due);
         pt->again = 0;
         check_stopped(w);
         return;
@@ -951,33 +955,18 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     fetch(pt);
     outbox_fetch(pt);
     if (!pt->busy)
-        part_poll(pt, -1); /* idle re-poll; a finishing batch schedules its own */
+        part_idle(pt, -1); /* a finishing batch schedules its own */
 }
 
-/* Schedule the next look at a partition. delay_ms >= 0: that many ms. delay_ms < 0 encodes
- * "idle until the next due timer": -1 - next_due (next_due -1: no timer), bounded by the idle
- * poll period so events from other processes are seen too. */
+/* Schedule the next look at a partition in delay_ms (the earlier of this and one already
+ * scheduled wins). */
 static void part_poll(part_t *pt, int64_t delay_ms)
 {
-    const nt_config_t *cfg = pt->w->cfg;
-    int64_t idle = cfg->poll_ms * 20 > 200 ? cfg->poll_ms * 20 : 200;
     struct timeval tv;
 
     if (!pt->owned || pt->w->stopping)
         return;
-    if (delay_ms < 0) {
-        int64_t due = -1 - delay_ms;
-
-        delay_ms = idle;
-        if (due > 0) {
-            int64_t d = nt_clock_real_delay_ms(due);
-
-            if (d < delay_ms)
-                delay_ms = d < cfg->poll_ms ? cfg->poll_ms : d;
-        }
-    }
     if (evtimer_pending(pt->poll_ev, &tv)) {
-        /* keep the earlier of the two */
         struct timeval now, left;
 
         event_base_gettimeofday_cached(pt->w->base, &now);
@@ -988,6 +977,23 @@ static void part_poll(part_t *pt, int64_t delay_ms)
     tv.tv_sec = delay_ms / 1000;
     tv.tv_usec = (delay_ms % 1000) * 1000;
     evtimer_add(pt->poll_ev, &tv);
+}
+
+/* Nothing to do now: look again when the next timer is due (next_due, plan ms; -1 when there is
+ * none), and at the latest after the idle period, for events posted through other processes
+ * and outbox entries left by dead workers. */
+static void part_idle(part_t *pt, int64_t next_due)
+{
+    const nt_config_t *cfg = pt->w->cfg;
+    int64_t delay = cfg->poll_ms * 50 > 500 ? cfg->poll_ms * 50 : 500;
+
+    if (next_due > 0) {
+        int64_t d = nt_clock_real_delay_ms(next_due);
+
+        if (d < delay)
+            delay = d < cfg->poll_ms ? cfg->poll_ms : d;
+    }
+    part_poll(pt, delay);
 }
 
 void nt_worker_wake(nt_worker_t *w, unsigned p)
