@@ -467,6 +467,7 @@ static void on_get_runs(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n,
     reply_lead(r, rep, n);
 }
 
+/* Timeline entries are list items "<at ms>|<kind>|<text>", newest first (LPUSH + LTRIM). */
 static json_t *timeline_json(const redisReply *x)
 {
     json_t *arr = json_array();
@@ -474,15 +475,17 @@ static json_t *timeline_json(const redisReply *x)
         return arr;
     for (size_t i = 0; i < x->elements; i++) {
         const redisReply *e = x->element[i];
-        if (!e || e->type != REDIS_REPLY_ARRAY || e->elements < 2)
+        if (!e || e->type != REDIS_REPLY_STRING)
             continue;
-        const redisReply *f = e->element[1];
-        const char *at = flat_get(f, "at");
-        const char *k = flat_get(f, "k");
-        const char *m = flat_get(f, "m");
-        json_array_append_new(arr, json_pack("{s:I,s:s,s:s}", "at",
-                                             (json_int_t)(at ? strtoll(at, NULL, 10) : 0), "kind",
-                                             k ? k : "", "text", m ? m : ""));
+        const char *k = memchr(e->str, '|', e->len);
+        const char *m = k ? memchr(k + 1, '|', e->len - (size_t)(k + 1 - e->str)) : NULL;
+        if (!k || !m)
+            continue;
+        json_t *text = json_stringn(m + 1, e->len - (size_t)(m + 1 - e->str));
+        json_array_append_new(arr, json_pack("{s:I,s:s%,s:o}", "at",
+                                             (json_int_t)strtoll(e->str, NULL, 10), "kind", k + 1,
+                                             (size_t)(m - k - 1), "text",
+                                             text ? text : json_string("")));
     }
     return arr;
 }
@@ -566,8 +569,8 @@ void nt_api_leads_get(nt_api_req_t *r)
     char key[NT_KEY_MAX];
     const char *a1[] = {"HGETALL", nt_key_lead(key, p, id)};
     nt_api_batch_argv(b, 0, 2, a1, NULL);
-    const char *a2[] = {"XREVRANGE", nt_key_hist(key, p, id), "+", "-", "COUNT", "50"};
-    nt_api_batch_argv(b, 1, 6, a2, NULL);
+    const char *a2[] = {"LRANGE", nt_key_hist(key, p, id), "0", "49"};
+    nt_api_batch_argv(b, 1, 4, a2, NULL);
     nt_api_batch_go(b);
 }
 

@@ -38,7 +38,9 @@ for _, r in ipairs(b.e or {}) do
       redis.call('HSET', lk, 'e:' .. s[1], s[2])
     end
     if r.h and r.h ~= '' then
-      redis.call('XADD', pre .. 'hist:' .. r.l, 'MAXLEN', hmax, '*', 'at', now, 'k', 'event', 'm', r.h)
+      local hk = pre .. 'hist:' .. r.l
+      redis.call('LPUSH', hk, now .. '|event|' .. r.h)
+      redis.call('LTRIM', hk, 0, hmax - 1)
     end
   end
   for _, id in ipairs(r.ack or {}) do
@@ -100,7 +102,9 @@ for _, d in ipairs(b.d or {}) do
       redis.call(unpack(args))
     end
     if d.h and d.h ~= '' then
-      redis.call('XADD', pre .. 'hist:' .. d.l, 'MAXLEN', hmax, '*', 'at', now, 'k', 'step', 'm', d.h)
+      local hk = pre .. 'hist:' .. d.l
+      redis.call('LPUSH', hk, now .. '|step|' .. d.h)
+      redis.call('LTRIM', hk, 0, hmax - 1)
     end
     if d.s == 'd' then
       redis.call('HSET', rk, 'x', d.x or '', 'xt', now)

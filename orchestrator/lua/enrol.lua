@@ -38,6 +38,6 @@ redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1] .. '|' .. ARGV[2])
 redis.call('HSET', KEYS[1], 'r:' .. ARGV[2], 'a')
 redis.call('HINCRBY', KEYS[4], ARGV[3] .. ':enrolled', 1)
 redis.call('HINCRBY', KEYS[4], ARGV[3] .. ':active', 1)
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'at', ARGV[4], 'k', 'enrolled',
-  'm', 'enrolled in ' .. ARGV[2] .. ' v' .. ARGV[3])
+redis.call('LPUSH', KEYS[5], ARGV[4] .. '|enrolled|enrolled in ' .. ARGV[2] .. ' v' .. ARGV[3])
+redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[8]) - 1)
 return {'ok', string.format('%d', t)}
