@@ -2,9 +2,15 @@
  *
  * Per owned partition at most one batch is in flight at a time (fetch, then decide in C, then
  * one apply script), so a batch never races with itself; another worker is kept out by the
- * lease's fencing token, which every script checks. Dispatch reads the outbox in batches, hands
- * each message to its channel plugin, and records the outcomes with one script call that
- * acknowledges the outbox entries and posts the outcomes as events, atomically. */
+ * lease's fencing token, which every script checks.
+ *
+ * Messages are committed to the partition's outbox by the apply script and, once it has
+ * answered, handed to their channels straight from memory. A channel's outcome is kept in
+ * memory too and fed to the partition's next batch, whose apply both moves the run and deletes
+ * the outbox entry, atomically. Nothing of this needs the outbox to be read while the worker
+ * lives: only a worker that takes a partition over (or whose apply got no answer) reads it,
+ * and delivers again what was committed but not yet consumed, with the same idempotency key,
+ * which the channel honours. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,17 +24,19 @@
 #include "lead.h"
 #include "log.h"
 #include "metrics.h"
+#include "msgpack.h"
 #include "worker.h"
 
 typedef struct part part_t;
 typedef struct dmsg dmsg_t;
 
-/* A message handed to a channel, owned by the worker until its outcome is recorded. */
+/* A message handed to a channel, owned by the worker until its outcome is applied. */
 struct dmsg {
     part_t *pt;
     char *entry;            /* outbox stream id */
     char **strs;            /* every string below points into this array (owned) */
     size_t nstrs;
+    size_t cstrs;
     nt_message_t msg;
     nt_kv_t *params;
     nt_kv_t *lead;
@@ -52,15 +60,15 @@ struct part {
     int busy;               /* fetch/decide/apply in flight */
     int again;              /* woken while busy */
     int waiting_plans;      /* plans being loaded for the current batch */
-    int obusy;              /* outbox fetch in flight */
-    int orecover;           /* next outbox fetch includes our own pending entries */
-    int flushing;           /* dispatched script in flight */
-    dmsg_t *msgs;           /* in flight or parked for retry */
+    int obusy;              /* outbox read in flight */
+    int orecover;           /* the outbox must be read (taken over, or an apply unanswered) */
+    dmsg_t *msgs;           /* in a channel, or parked for a retry */
     size_t nmsgs;
-    dmsg_t *done;           /* outcomes waiting to be recorded */
+    dmsg_t *done;           /* delivered; outcome waiting for the next batch */
     size_t ndone;
+    dmsg_t **taken;         /* outcomes handed to the fetch in flight */
+    size_t ntaken;
     struct event *poll_ev;
-    struct event *flush_ev;
 };
 
 struct nt_worker {
@@ -89,6 +97,7 @@ static void part_poll(part_t *pt, int64_t delay_ms);
 static void part_idle(part_t *pt, int64_t next_due);
 static void check_stopped(nt_worker_t *w);
 static void outbox_fetch(part_t *pt);
+static void fetch(part_t *pt);
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -153,469 +162,29 @@ static int is_fenced(const redisReply *reply)
            strcmp(rstr(reply->element[0]), "FENCED") == 0;
 }
 
+static void list_remove(dmsg_t **head, dmsg_t *m);
+static void dmsg_free(dmsg_t *m);
+
 static void lose_partition(part_t *pt, const char *why)
 {
+    dmsg_t *m;
+
     if (!pt->owned)
         return;
     nt_log_warn("worker", "partition %u lost: %s", pt->p, why);
     pt->owned = 0;
     pt->w->owned--;
     nt_metrics.fenced++;
-}
-
-/* ---- decide and apply --------------------------------------------------------------------- */
-
-typedef struct batch {
-    part_t *pt;
-    json_t *decisions;      /* array */
-    json_t *leads;          /* array of lead records */
-    json_t *fixes;          /* array of timer fixes */
-    size_t nmsgs;
-    size_t ntimers, nevents;
-    int64_t next_due;
-    size_t steps;
-} batch_t;
-
-static json_t *kv_pairs(const nt_kv_t *kv, size_t n)
-{
-    json_t *a = json_array();
-
-    for (size_t i = 0; i < n; i++) {
-        json_t *pair = json_array();
-
-        json_array_append_new(pair, json_string(kv[i].key));
-        json_array_append_new(pair, kv[i].value ? json_string(kv[i].value) : json_null());
-        json_array_append_new(a, pair);
-    }
-    return a;
-}
-
-static void add_decision(batch_t *b, const char *lead_id, const nt_run_t *run,
-                         const nt_decision_t *d)
-{
-    json_t *o = json_object(), *msgs, *path;
-    char *h = NULL;
-    size_t hl = 0;
-    FILE *hf;
-
-    json_object_set_new(o, "l", json_string(lead_id));
-    json_object_set_new(o, "p", json_string(run->plan_id));
-    json_object_set_new(o, "v", json_integer(run->version));
-    json_object_set_new(o, "t", json_integer((json_int_t)run->token));
-    json_object_set_new(o, "n", json_string(d->node ? d->node : ""));
-    json_object_set_new(o, "s", json_string(d->status == NT_RUN_DONE ? "d" : "a"));
-    if (d->status == NT_RUN_DONE)
-        json_object_set_new(o, "x", json_string(d->exit_reason ? d->exit_reason : ""));
-    json_object_set_new(o, "d", json_integer(d->status == NT_RUN_DONE ? 0 : d->due_ms));
-    json_object_set_new(o, "vi", json_integer(d->visit));
-    if (d->nset)
-        json_object_set_new(o, "set", kv_pairs(d->set, d->nset));
-    if (d->score_delta)
-        json_object_set_new(o, "sc", json_integer(d->score_delta));
-    if (d->stage)
-        json_object_set_new(o, "st", json_string(nt_stage_name(d->stage)));
-    msgs = json_array();
-    for (size_t i = 0; i < d->nmsgs; i++) {
-        const nt_outmsg_t *m = &d->msgs[i];
-        json_t *mo = json_object(), *pr = json_array();
-
-        json_object_set_new(mo, "id", json_string(m->id));
-        json_object_set_new(mo, "c", json_string(m->channel));
-        json_object_set_new(mo, "n", json_string(m->node));
-        json_object_set_new(mo, "vi", json_integer(m->visit));
-        for (size_t j = 0; j < m->nparams; j++) {
-            json_array_append_new(pr, json_string(m->params[j].key));
-            json_array_append_new(pr, json_string(m->params[j].value ? m->params[j].value : ""));
-        }
-        json_object_set_new(mo, "pr", pr);
-        json_array_append_new(msgs, mo);
-    }
-    b->nmsgs += d->nmsgs;
-    json_object_set_new(o, "msg", msgs);
-    path = json_array();
-    for (size_t i = 0; i < d->npath; i++)
-        json_array_append_new(path, json_string(d->path[i]));
-    b->steps += d->npath;
-    json_object_set_new(o, "path", path);
-    json_object_set_new(o, "left", json_string(d->left ? d->left : ""));
-    hf = open_memstream(&h, &hl);
-    if (hf) {
-        for (size_t i = 0; i < d->nnotes; i++)
-            fprintf(hf, "%s%s", i ? "; " : "", d->notes[i]);
-        if (d->status == NT_RUN_DONE)
-            fprintf(hf, "%sleft plan %s: %s", d->nnotes ? "; " : "", run->plan_id,
-                    d->exit_reason ? d->exit_reason : "");
-        fclose(hf);
-        json_object_set_new(o, "h", json_string(h ? h : ""));
-        free(h);
-    }
-    json_array_append_new(b->decisions, o);
-}
-
-static void add_fix(batch_t *b, const char *lead_id, const nt_run_t *run, int64_t due)
-{
-    json_t *f = json_array();
-
-    json_array_append_new(f, json_string(lead_id));
-    json_array_append_new(f, json_string(run->plan_id));
-    json_array_append_new(f, json_integer((json_int_t)run->token));
-    json_array_append_new(f, json_integer(due));
-    json_array_append_new(b->fixes, f);
-}
-
-/* Decide one run; returns 1 when a decision was added. */
-static int decide_run(batch_t *b, nt_lead_t *lead, const nt_run_t *run, const nt_trigger_t *trig,
-                      int64_t now)
-{
-    const nt_plan_t *plan = nt_plans_cached(b->pt->w->plans, run->plan_id, run->version);
-    nt_decision_t d;
-    nt_rc_t rc;
-    int added = 0;
-
-    if (!plan || run->status != NT_RUN_ACTIVE)
-        return 0;
-    rc = nt_engine_decide(plan, lead, run, trig, now, &d);
-    if ((rc == NT_OK || rc == NT_ENOTFOUND) && d.changed) {
-        add_decision(b, lead->id, run, &d);
-        added = 1;
-    } else if (rc != NT_OK && rc != NT_ENOTFOUND) {
-        nt_log_error("worker", "decide %s in %s: %s", lead->id, run->plan_id, nt_strerror(rc));
-    }
-    nt_decision_fini(&d);
-    return added;
-}
-
-/* The plans of this batch that are not cached yet; asks for them. Returns how many. */
-static void on_plan_loaded(nt_rc_t rc, const nt_plan_t *plan, void *arg)
-{
-    part_t *pt = arg;
-
-    (void)plan;
-    if (rc != NT_OK)
-        nt_log_warn("worker", "partition %u: loading a plan failed: %s", pt->p, nt_strerror(rc));
-    if (--pt->waiting_plans == 0) {
-        pt->busy = 0;
-        part_poll(pt, rc == NT_OK ? 0 : 1000);
+    /* Delivered messages whose outcome is not applied stay in the outbox for the next owner,
+     * which delivers them again under the same idempotency key. */
+    while ((m = pt->done)) {
+        list_remove(&pt->done, m);
+        pt->ndone--;
+        dmsg_free(m);
     }
 }
 
-static int need_plan(part_t *pt, const char *plan, const redisReply *runf)
-{
-    const char *v = field(runf, "v");
-    uint32_t ver = (uint32_t)strtoul(v ? v : "0", NULL, 10);
-
-    if (!v || nt_plans_cached(pt->w->plans, plan, ver))
-        return 0;
-    pt->waiting_plans++;
-    if (nt_plans_get(pt->w->plans, plan, ver, on_plan_loaded, pt) != NT_OK) {
-        pt->waiting_plans--;
-        return 0;
-    }
-    return 1;
-}
-
-static int load_missing_plans(part_t *pt, const redisReply *timers, const redisReply *events)
-{
-    pt->waiting_plans = 1; /* hold until all requests are out */
-    for (size_t i = 0; i < timers->elements; i++) {
-        const redisReply *it = timers->element[i];
-
-        if (it->type == REDIS_REPLY_ARRAY && it->elements == 4)
-            need_plan(pt, rstr(it->element[1]), it->element[3]);
-    }
-    for (size_t i = 0; i < events->elements; i++) {
-        const redisReply *it = events->element[i], *runs;
-
-        if (it->type != REDIS_REPLY_ARRAY || it->elements != 5)
-            continue;
-        runs = it->element[4];
-        for (size_t j = 0; j + 1 < runs->elements; j += 2)
-            need_plan(pt, rstr(runs->element[j]), runs->element[j + 1]);
-    }
-    if (pt->waiting_plans == 1) {
-        pt->waiting_plans = 0;
-        return 0;
-    }
-    pt->waiting_plans--;
-    return 1;
-}
-
-static void on_applied(nt_rc_t rc, redisReply *reply, void *arg)
-{
-    batch_t *b = arg;
-    part_t *pt = b->pt;
-    int full = b->ntimers + b->nevents >= pt->w->cfg->batch;
-
-    pt->busy = 0;
-    if (rc != NT_OK || reply->type != REDIS_REPLY_ARRAY) {
-        nt_log_warn("worker", "partition %u: apply failed: %s", pt->p,
-                    rc != NT_OK ? nt_strerror(rc) : (reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
-        part_poll(pt, 200);
-    } else if (is_fenced(reply)) {
-        lose_partition(pt, "fencing token changed");
-    } else {
-        size_t k = 1;
-        size_t nd = json_array_size(b->decisions);
-
-        for (size_t i = 0; i < nd && k < reply->elements; i++, k++) {
-            long long v = rint_(reply->element[k]);
-            json_t *d = json_array_get(b->decisions, i);
-
-            if (v == 0) {
-                nt_metrics.conflicts++;
-                continue;
-            }
-            nt_metrics.transitions++;
-            nt_metrics.steps += json_array_size(json_object_get(d, "path"));
-            nt_metrics.messages_committed += json_array_size(json_object_get(d, "msg"));
-            if (strcmp(json_string_value(json_object_get(d, "s")), "d") == 0) {
-                nt_metrics.runs_exited++;
-                if (v > 1)
-                    nt_metrics_latency(nt_real_ms() - v);
-            }
-        }
-        nt_metrics.events_applied += b->nevents;
-        if (b->nmsgs && !pt->obusy)
-            outbox_fetch(pt);
-        if (full || pt->again)
-            part_poll(pt, 0);
-        else
-            part_idle(pt, b->next_due);
-    }
-    pt->again = 0;
-    json_decref(b->decisions);
-    json_decref(b->leads);
-    json_decref(b->fixes);
-    free(b);
-    check_stopped(pt->w);
-}
-
-static void decide_batch(part_t *pt, const redisReply *timers, const redisReply *events,
-                         int64_t next_due)
-{
-    nt_worker_t *w = pt->w;
-    int64_t now = nt_now_ms();
-    batch_t *b = calloc(1, sizeof(*b));
-    json_t *all;
-    char *json;
-    char hmax[16];
-    const char *argv[10];
-    nt_rc_t rc;
-
-    if (!b)
-        goto retry;
-    b->pt = pt;
-    b->decisions = json_array();
-    b->leads = json_array();
-    b->fixes = json_array();
-    b->next_due = next_due;
-    b->ntimers = timers->elements;
-    b->nevents = events->elements;
-
-    for (size_t i = 0; i < timers->elements; i++) {
-        const redisReply *it = timers->element[i];
-        const char *lead_id = rstr(it->element[0]);
-        nt_lead_t lead;
-        nt_run_t run;
-        nt_trigger_t trig = {0};
-
-        run_from_reply(&run, rstr(it->element[1]), it->element[3]);
-        if (lead_from_reply(&lead, lead_id, it->element[2]) != 0) {
-            nt_lead_fini(&lead);
-            continue;
-        }
-        trig.kind = run.node[0] == '\0' ? NT_TRIG_START : NT_TRIG_TIMER;
-        if (run.due_ms && run.due_ms <= now) {
-            int64_t lag = now - run.due_ms;
-
-            nt_metrics.timers_fired++;
-            nt_metrics.timer_lag_ms_sum += (uint64_t)lag;
-            if (lag > nt_metrics.timer_lag_ms_max)
-                nt_metrics.timer_lag_ms_max = lag;
-        }
-        if (!decide_run(b, &lead, &run, &trig, now))
-            add_fix(b, lead_id, &run,
-                    run.status == NT_RUN_ACTIVE && run.due_ms > now ? run.due_ms : 0);
-        nt_lead_fini(&lead);
-    }
-
-    for (size_t i = 0; i < events->elements; i++) {
-        const redisReply *it = events->element[i];
-        const char *eid = rstr(it->element[0]), *lead_id = rstr(it->element[1]);
-        const redisReply *ef = it->element[2], *lf = it->element[3], *runs = it->element[4];
-        const char *type = field(ef, "t"), *m = field(ef, "m"), *at = field(ef, "at");
-        nt_kv_t *attrs = NULL;
-        size_t nattrs = 0;
-        nt_trigger_t trig = {0};
-        nt_lead_t lead;
-        json_t *rec = json_object(), *ack = json_array();
-        char hist[200];
-
-        json_array_append_new(ack, json_string(eid));
-        json_object_set_new(rec, "l", json_string(lead_id));
-        json_object_set_new(rec, "ack", ack);
-        json_array_append_new(b->leads, rec);
-        if (!type || lf->elements == 0)
-            continue; /* unknown lead: acknowledged and dropped */
-        if (ef->elements > 8) {
-            attrs = calloc((ef->elements - 8) / 2, sizeof(*attrs));
-            for (size_t j = 8; attrs && j + 1 < ef->elements; j += 2, nattrs++) {
-                attrs[nattrs].key = rstr(ef->element[j]);
-                attrs[nattrs].value = rstr(ef->element[j + 1]);
-            }
-        }
-        trig.kind = NT_TRIG_EVENT;
-        trig.type = type;
-        trig.attrs = attrs;
-        trig.nattrs = nattrs;
-        trig.machine = m && strcmp(m, "1") == 0;
-        if (lead_from_reply(&lead, lead_id, lf) != 0) {
-            nt_lead_fini(&lead);
-            free(attrs);
-            continue;
-        }
-        if (strcmp(type, NT_EVENT_OUTCOME) == 0) {
-            const char *node = NULL, *outc = NULL;
-
-            for (size_t j = 0; j < nattrs; j++) {
-                if (strcmp(attrs[j].key, "node") == 0)
-                    node = attrs[j].value;
-                else if (strcmp(attrs[j].key, "outcome") == 0)
-                    outc = attrs[j].value;
-            }
-            snprintf(hist, sizeof(hist), "%.60s: %.60s", node ? node : "?", outc ? outc : "?");
-        } else {
-            snprintf(hist, sizeof(hist), "event %.64s%s", type, trig.machine ? " (machine)" : "");
-            if (!trig.machine) {
-                char key[80], val[24];
-                json_t *seen = json_array(), *pair = json_array();
-
-                snprintf(key, sizeof(key), "e:%.70s", type);
-                snprintf(val, sizeof(val), "%s", at ? at : "0");
-                nt_lead_set(&lead, key, val);
-                json_array_append_new(pair, json_string(type));
-                json_array_append_new(pair, json_string(val));
-                json_array_append_new(seen, pair);
-                json_object_set_new(rec, "seen", seen);
-            }
-        }
-        json_object_set_new(rec, "h", json_string(hist));
-        for (size_t j = 0; j + 1 < runs->elements; j += 2) {
-            nt_run_t run;
-
-            run_from_reply(&run, rstr(runs->element[j]), runs->element[j + 1]);
-            decide_run(b, &lead, &run, &trig, now);
-        }
-        nt_lead_fini(&lead);
-        free(attrs);
-    }
-
-    if (json_array_size(b->decisions) == 0 && json_array_size(b->leads) == 0 &&
-        json_array_size(b->fixes) == 0) {
-        int full = b->ntimers + b->nevents >= w->cfg->batch;
-
-        json_decref(b->decisions);
-        json_decref(b->leads);
-        json_decref(b->fixes);
-        free(b);
-        pt->busy = 0;
-        if (full || pt->again)
-            part_poll(pt, 0);
-        else
-            part_idle(pt, next_due);
-        pt->again = 0;
-        check_stopped(w);
-        return;
-    }
-    all = json_object();
-    json_object_set(all, "d", b->decisions);
-    json_object_set(all, "e", b->leads);
-    json_object_set(all, "tz", b->fixes);
-    json = json_dumps(all, JSON_COMPACT);
-    json_decref(all);
-    snprintf(hmax, sizeof(hmax), "%d", w->cfg->timeline_max);
-    {
-        char now_s[24];
-
-        snprintf(now_s, sizeof(now_s), "%lld", (long long)now);
-        argv[0] = pt->k_lease;
-        argv[1] = pt->k_timers;
-        argv[2] = pt->k_events;
-        argv[3] = pt->k_outbox;
-        argv[4] = w->id;
-        argv[5] = pt->tok;
-        argv[6] = now_s;
-        argv[7] = pt->prefix;
-        argv[8] = hmax;
-        argv[9] = json ? json : "{}";
-        rc = nt_redis_script(w->redis, "apply", on_applied, b, 4, 10, argv, NULL);
-    }
-    free(json);
-    if (rc == NT_OK)
-        return;
-    json_decref(b->decisions);
-    json_decref(b->leads);
-    json_decref(b->fixes);
-    free(b);
-retry:
-    pt->busy = 0;
-    part_poll(pt, 200);
-}
-
-static void on_fetched(nt_rc_t rc, redisReply *reply, void *arg)
-{
-    part_t *pt = arg;
-
-    if (rc != NT_OK || reply->type != REDIS_REPLY_ARRAY) {
-        if (rc == NT_OK && reply->type == REDIS_REPLY_ERROR)
-            nt_log_error("worker", "partition %u: fetch: %s", pt->p, reply->str);
-        pt->busy = 0;
-        part_poll(pt, 200);
-    } else if (is_fenced(reply)) {
-        pt->busy = 0;
-        lose_partition(pt, "fencing token changed");
-    } else if (reply->elements != 4) {
-        pt->busy = 0;
-        part_poll(pt, 200);
-    } else if (load_missing_plans(pt, reply->element[2], reply->element[3])) {
-        return; /* busy until the plans are in; then fetched again */
-    } else {
-        decide_batch(pt, reply->element[2], reply->element[3], rint_(reply->element[1]));
-        return;
-    }
-    check_stopped(pt->w);
-}
-
-static void fetch(part_t *pt)
-{
-    nt_worker_t *w = pt->w;
-    char now_s[24], n_s[16], idle_s[16];
-    const char *argv[9];
-
-    if (pt->busy || !pt->owned || w->stopping) {
-        pt->again = pt->busy;
-        return;
-    }
-    snprintf(now_s, sizeof(now_s), "%lld", (long long)nt_now_ms());
-    snprintf(n_s, sizeof(n_s), "%u", w->cfg->batch);
-    snprintf(idle_s, sizeof(idle_s), "%d", w->cfg->lease_ms);
-    argv[0] = pt->k_lease;
-    argv[1] = pt->k_timers;
-    argv[2] = pt->k_events;
-    argv[3] = w->id;
-    argv[4] = pt->tok;
-    argv[5] = now_s;
-    argv[6] = n_s;
-    argv[7] = pt->prefix;
-    argv[8] = idle_s;
-    pt->busy = 1;
-    if (nt_redis_script(w->redis, "fetch", on_fetched, pt, 3, 9, argv, NULL) != NT_OK) {
-        pt->busy = 0;
-        part_poll(pt, 500);
-    }
-}
-
-/* ---- dispatch ----------------------------------------------------------------------------- */
+/* ---- messages in memory ------------------------------------------------------------------- */
 
 static void dmsg_free(dmsg_t *m)
 {
@@ -654,86 +223,140 @@ static void list_push(dmsg_t **head, dmsg_t *m)
     *head = m;
 }
 
-static void on_flushed(nt_rc_t rc, redisReply *reply, void *arg)
+/* A message record with room for nstr owned strings. */
+static dmsg_t *dmsg_alloc(part_t *pt, size_t nstr, size_t nparams, size_t nlead)
 {
-    part_t *pt = arg;
-    dmsg_t *m;
+    dmsg_t *m = calloc(1, sizeof(*m));
 
-    pt->flushing = 0;
-    if (rc != NT_OK || reply->type != REDIS_REPLY_ARRAY) {
-        /* Outcomes stay queued and are recorded on the next try; the entries stay pending. */
-        struct timeval tv = {0, 200 * 1000};
-
-        nt_log_warn("worker", "partition %u: recording outcomes failed: %s", pt->p,
-                    rc != NT_OK ? nt_strerror(rc) : rstr(reply));
-        evtimer_add(pt->flush_ev, &tv);
-        check_stopped(pt->w);
-        return;
-    }
-    if (is_fenced(reply))
-        lose_partition(pt, "fencing token changed");
-    /* Recorded, or fenced (the new owner re-dispatches; the channel drops the twin). */
-    while ((m = pt->done)) {
-        list_remove(&pt->done, m);
-        pt->ndone--;
+    if (!m)
+        return NULL;
+    m->pt = pt;
+    m->attempt = 1;
+    m->cstrs = nstr;
+    m->strs = calloc(nstr, sizeof(char *));
+    m->params = calloc(nparams + 1, sizeof(nt_kv_t));
+    m->lead = calloc(nlead + 1, sizeof(nt_kv_t));
+    if (!m->strs || !m->params || !m->lead) {
         dmsg_free(m);
+        return NULL;
     }
-    if (!is_fenced(reply)) {
-        part_poll(pt, 0);
-        outbox_fetch(pt);
-    }
-    check_stopped(pt->w);
+    return m;
 }
 
-static void flush_done(evutil_socket_t fd, short what, void *arg)
+static const char *keep(dmsg_t *m, const char *s)
 {
-    part_t *pt = arg;
-    nt_worker_t *w = pt->w;
-    size_t n = pt->ndone, k = 0;
-    const char **argv;
-    char now_s[24];
-    char (*visits)[16];
-    dmsg_t *m;
+    char *c;
 
-    (void)fd;
-    (void)what;
-    if (pt->flushing || n == 0)
-        return;
-    argv = malloc(sizeof(*argv) * (6 + 7 * n));
-    visits = malloc(sizeof(*visits) * n);
-    if (!argv || !visits) {
-        free(argv);
-        free(visits);
-        return;
-    }
-    snprintf(now_s, sizeof(now_s), "%lld", (long long)nt_now_ms());
-    argv[k++] = pt->k_lease;
-    argv[k++] = pt->k_outbox;
-    argv[k++] = pt->k_events;
-    argv[k++] = w->id;
-    argv[k++] = pt->tok;
-    argv[k++] = now_s;
-    n = 0;
-    for (m = pt->done; m; m = m->next, n++) {
-        snprintf(visits[n], sizeof(visits[n]), "%u", m->msg.visit);
-        argv[k++] = m->entry;
-        argv[k++] = m->msg.lead_id;
-        argv[k++] = m->msg.plan_id;
-        argv[k++] = m->msg.node_id;
-        argv[k++] = visits[n];
-        argv[k++] = m->outcome ? m->outcome : "sent";
-        argv[k++] = m->detail ? m->detail : "";
-    }
-    pt->flushing = 1;
-    if (nt_redis_script(w->redis, "dispatched", on_flushed, pt, 3, (int)k, argv, NULL) != NT_OK) {
-        struct timeval tv = {0, 500 * 1000};
-
-        pt->flushing = 0;
-        evtimer_add(pt->flush_ev, &tv);
-    }
-    free(argv);
-    free(visits);
+    if (m->nstrs == m->cstrs || !(c = strdup(s ? s : "")))
+        return "";
+    m->strs[m->nstrs++] = c;
+    return c;
 }
+
+/* Lead fields a channel sees: attributes, with _score and _stage as score and stage. */
+static int lead_field_for_channel(const char *k, const char **name)
+{
+    if (strncmp(k, "r:", 2) == 0 || strncmp(k, "e:", 2) == 0 || strcmp(k, "_created") == 0)
+        return 0;
+    *name = strcmp(k, "_score") == 0 ? "score" : strcmp(k, "_stage") == 0 ? "stage" : k;
+    return 1;
+}
+
+/* A message as decided: the lead as it stands after the decision. */
+static dmsg_t *dmsg_from_decision(part_t *pt, const nt_lead_t *lead, const nt_run_t *run,
+                                  const nt_outmsg_t *o)
+{
+    dmsg_t *m = dmsg_alloc(pt, 8 + 2 * o->nparams + 2 * lead->nfields, o->nparams,
+                           lead->nfields);
+    size_t nl = 0;
+
+    if (!m)
+        return NULL;
+    m->msg.id = keep(m, o->id);
+    m->msg.lead_id = keep(m, lead->id);
+    m->msg.plan_id = keep(m, run->plan_id);
+    m->msg.plan_version = run->version;
+    m->msg.node_id = keep(m, o->node);
+    m->msg.visit = o->visit;
+    for (size_t i = 0; i < o->nparams; i++) {
+        m->params[i].key = keep(m, o->params[i].key);
+        m->params[i].value = keep(m, o->params[i].value);
+    }
+    m->msg.params = m->params;
+    m->msg.nparams = o->nparams;
+    for (size_t i = 0; i < lead->nfields; i++) {
+        const char *name;
+
+        if (!lead_field_for_channel(lead->fields[i].key, &name))
+            continue;
+        m->lead[nl].key = keep(m, name);
+        m->lead[nl].value = keep(m, lead->fields[i].value);
+        nl++;
+    }
+    m->msg.lead = m->lead;
+    m->msg.nlead = nl;
+    m->mod = nt_modules_find(pt->w->mods, o->channel);
+    return m;
+}
+
+/* A message read back from the outbox (taking a partition over): {id, fields, leadfields}. */
+static dmsg_t *dmsg_from_reply(part_t *pt, const redisReply *e)
+{
+    const redisReply *f = e->element[1], *lf = e->element[2];
+    size_t np = f->elements > 14 ? (f->elements - 14) / 2 : 0, nl = 0;
+    dmsg_t *m = dmsg_alloc(pt, 8 + f->elements + lf->elements, np, lf->elements / 2);
+    const char *s;
+
+    if (!m)
+        return NULL;
+    m->entry = strdup(rstr(e->element[0]));
+    if (!m->entry) {
+        dmsg_free(m);
+        return NULL;
+    }
+    m->msg.id = keep(m, field(f, "id"));
+    m->msg.lead_id = keep(m, field(f, "l"));
+    m->msg.plan_id = keep(m, field(f, "p"));
+    m->msg.plan_version = (uint32_t)strtoul((s = field(f, "v")) ? s : "0", NULL, 10);
+    m->msg.node_id = keep(m, field(f, "n"));
+    m->msg.visit = (uint32_t)strtoul((s = field(f, "vi")) ? s : "0", NULL, 10);
+    for (size_t i = 14; i + 1 < f->elements; i += 2) {
+        m->params[m->msg.nparams].key = keep(m, rstr(f->element[i]));
+        m->params[m->msg.nparams].value = keep(m, rstr(f->element[i + 1]));
+        m->msg.nparams++;
+    }
+    m->msg.params = m->params;
+    for (size_t i = 0; i + 1 < lf->elements; i += 2) {
+        const char *name;
+
+        if (!lead_field_for_channel(rstr(lf->element[i]), &name))
+            continue;
+        m->lead[nl].key = keep(m, name);
+        m->lead[nl].value = keep(m, rstr(lf->element[i + 1]));
+        nl++;
+    }
+    m->msg.lead = m->lead;
+    m->msg.nlead = nl;
+    m->mod = nt_modules_find(pt->w->mods, (s = field(f, "c")) ? s : "");
+    return m;
+}
+
+/* Have the next batch pick the outcomes up (also while shutting down: a delivered message's
+ * outcome is worth recording before the partition is let go). */
+static void kick(part_t *pt)
+{
+    if (pt->w->stopping) {
+        if (!pt->busy && pt->ndone)
+            fetch(pt);
+        check_stopped(pt->w);
+    } else if (pt->busy) {
+        pt->again = 1;
+    } else {
+        part_poll(pt, 0);
+    }
+}
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
 
 static void dispatch_one(dmsg_t *m);
 
@@ -751,16 +374,17 @@ static void on_channel_done(void *arg, nt_rc_t rc, const char *outcome, const ch
     nt_worker_t *w = pt->w;
 
     m->in_plugin = 0;
-    if (rc == NT_ECANCELED || w->stopping) {
-        /* Left pending in the outbox: whoever owns the partition next delivers it. */
+    if (rc == NT_ECANCELED || !pt->owned) {
+        /* Left in the outbox: whoever owns the partition next delivers it. */
         list_remove(&pt->msgs, m);
         pt->nmsgs--;
         dmsg_free(m);
         check_stopped(w);
         return;
     }
-    if ((rc == NT_EUNAVAIL || rc == NT_ETIMEOUT) && m->attempt < w->cfg->dispatch_retries) {
-        /* Exponential backoff with jitter: 200 ms, 400 ms, ... capped at 60 s. */
+    if ((rc == NT_EUNAVAIL || rc == NT_ETIMEOUT) && m->attempt < w->cfg->dispatch_retries &&
+        !w->stopping) {
+        /* Exponential backoff with jitter: about 200 ms, 400 ms, ... at most 60 s. */
         int64_t ms = 200LL << (m->attempt - 1 > 8 ? 8 : m->attempt - 1);
         struct timeval tv;
 
@@ -770,13 +394,20 @@ static void on_channel_done(void *arg, nt_rc_t rc, const char *outcome, const ch
         tv.tv_sec = ms / 1000;
         tv.tv_usec = (ms % 1000) * 1000;
         nt_metrics.messages_retried++;
-        nt_log_info("dispatch", "%s: %s, retry %d in %lld ms", m->msg.id, detail ? detail : nt_strerror(rc),
-                    m->attempt, (long long)ms);
+        nt_log_info("dispatch", "%s: %s, retry %d in %lld ms", m->msg.id,
+                    detail ? detail : nt_strerror(rc), m->attempt, (long long)ms);
         m->attempt++;
         if (!m->retry_ev)
             m->retry_ev = evtimer_new(w->base, on_retry, m);
         if (m->retry_ev)
             evtimer_add(m->retry_ev, &tv);
+        return;
+    }
+    if ((rc == NT_EUNAVAIL || rc == NT_ETIMEOUT) && w->stopping) {
+        list_remove(&pt->msgs, m);
+        pt->nmsgs--;
+        dmsg_free(m);
+        check_stopped(w);
         return;
     }
     if (rc == NT_OK) {
@@ -791,11 +422,7 @@ static void on_channel_done(void *arg, nt_rc_t rc, const char *outcome, const ch
     pt->nmsgs--;
     list_push(&pt->done, m);
     pt->ndone++;
-    if (!evtimer_pending(pt->flush_ev, NULL)) {
-        struct timeval zero = {0, 0};
-
-        evtimer_add(pt->flush_ev, &zero);
-    }
+    kick(pt);
 }
 
 static void dispatch_one(dmsg_t *m)
@@ -814,69 +441,24 @@ static void dispatch_one(dmsg_t *m)
         on_channel_done(m, rc, NULL, "dispatch refused");
 }
 
-static char *keep(dmsg_t *m, const char *s)
+/* Hand a committed message to its channel. */
+static void dispatch_new(part_t *pt, dmsg_t *m)
 {
-    char *c = strdup(s ? s : "");
-
-    if (c)
-        m->strs[m->nstrs++] = c;
-    return c;
+    list_push(&pt->msgs, m);
+    pt->nmsgs++;
+    dispatch_one(m);
 }
 
-static dmsg_t *dmsg_new(part_t *pt, const redisReply *e)
-{
-    const redisReply *f = e->element[1], *lf = e->element[2];
-    dmsg_t *m = calloc(1, sizeof(*m));
-    size_t np = f->elements > 14 ? (f->elements - 14) / 2 : 0, nl = 0;
-
-    if (!m)
-        return NULL;
-    m->pt = pt;
-    m->attempt = 1;
-    m->strs = calloc(16 + f->elements + lf->elements, sizeof(char *));
-    m->params = calloc(np + 1, sizeof(nt_kv_t));
-    m->lead = calloc(lf->elements / 2 + 1, sizeof(nt_kv_t));
-    m->entry = strdup(rstr(e->element[0]));
-    if (!m->strs || !m->params || !m->lead || !m->entry) {
-        dmsg_free(m);
-        return NULL;
-    }
-    m->msg.id = keep(m, field(f, "id"));
-    m->msg.lead_id = keep(m, field(f, "l"));
-    m->msg.plan_id = keep(m, field(f, "p"));
-    m->msg.plan_version = (uint32_t)strtoul(field(f, "v") ? field(f, "v") : "0", NULL, 10);
-    m->msg.node_id = keep(m, field(f, "n"));
-    m->msg.visit = (uint32_t)strtoul(field(f, "vi") ? field(f, "vi") : "0", NULL, 10);
-    for (size_t i = 14; i + 1 < f->elements; i += 2) {
-        m->params[m->msg.nparams].key = keep(m, rstr(f->element[i]));
-        m->params[m->msg.nparams].value = keep(m, rstr(f->element[i + 1]));
-        m->msg.nparams++;
-    }
-    m->msg.params = m->params;
-    for (size_t i = 0; i + 1 < lf->elements; i += 2) {
-        const char *k = rstr(lf->element[i]);
-
-        if (strncmp(k, "r:", 2) == 0 || strncmp(k, "e:", 2) == 0 || strcmp(k, "_created") == 0)
-            continue;
-        m->lead[nl].key = keep(m, strcmp(k, "_score") == 0   ? "score"
-                                  : strcmp(k, "_stage") == 0 ? "stage"
-                                                             : k);
-        m->lead[nl].value = keep(m, rstr(lf->element[i + 1]));
-        nl++;
-    }
-    m->msg.lead = m->lead;
-    m->msg.nlead = nl;
-    m->mod = nt_modules_find(pt->w->mods, field(f, "c") ? field(f, "c") : "");
-    return m;
-}
-
-static int in_flight(const part_t *pt, const char *entry)
+static int in_memory(const part_t *pt, const char *entry)
 {
     for (const dmsg_t *m = pt->msgs; m; m = m->next)
-        if (strcmp(m->entry, entry) == 0)
+        if (m->entry && strcmp(m->entry, entry) == 0)
             return 1;
     for (const dmsg_t *m = pt->done; m; m = m->next)
-        if (strcmp(m->entry, entry) == 0)
+        if (m->entry && strcmp(m->entry, entry) == 0)
+            return 1;
+    for (size_t i = 0; i < pt->ntaken; i++)
+        if (pt->taken[i]->entry && strcmp(pt->taken[i]->entry, entry) == 0)
             return 1;
     return 0;
 }
@@ -896,36 +478,36 @@ static void on_outbox(nt_rc_t rc, redisReply *reply, void *arg)
         check_stopped(pt->w);
         return;
     }
-    pt->orecover = 0;
     for (size_t i = 1; i < reply->elements; i++) {
         const redisReply *e = reply->element[i];
         dmsg_t *m;
 
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
-            e->element[1]->type != REDIS_REPLY_ARRAY || in_flight(pt, rstr(e->element[0])))
+            e->element[1]->type != REDIS_REPLY_ARRAY || in_memory(pt, rstr(e->element[0])))
             continue;
-        m = dmsg_new(pt, e);
-        if (!m) {
-            pt->orecover = 1;
+        m = dmsg_from_reply(pt, e);
+        if (!m)
             continue;
-        }
-        list_push(&pt->msgs, m);
-        pt->nmsgs++;
         took++;
-        dispatch_one(m);
+        dispatch_new(pt, m);
     }
-    if (took >= pt->w->cfg->batch)
+    /* Read until a pass finds nothing new. */
+    pt->orecover = took > 0;
+    if (took)
         outbox_fetch(pt);
     check_stopped(pt->w);
 }
 
+/* Read what the outbox holds that is not in memory: this worker's own pending entries, entries
+ * a dead worker left pending longer than a lease, and entries never read. */
 static void outbox_fetch(part_t *pt)
 {
     nt_worker_t *w = pt->w;
     char n_s[16], idle_s[16];
     const char *argv[8];
 
-    if (pt->obusy || !pt->owned || w->stopping || pt->nmsgs >= w->cfg->batch)
+    if (pt->obusy || !pt->owned || w->stopping || !pt->orecover ||
+        pt->nmsgs >= w->cfg->batch)
         return;
     snprintf(n_s, sizeof(n_s), "%u", w->cfg->batch);
     snprintf(idle_s, sizeof(idle_s), "%d", w->cfg->lease_ms);
@@ -936,10 +518,652 @@ static void outbox_fetch(part_t *pt)
     argv[4] = n_s;
     argv[5] = pt->prefix;
     argv[6] = idle_s;
-    argv[7] = pt->orecover ? "1" : "0";
+    argv[7] = "1";
     pt->obusy = 1;
     if (nt_redis_script(w->redis, "outbox", on_outbox, pt, 2, 8, argv, NULL) != NT_OK)
         pt->obusy = 0;
+}
+
+/* ---- decide and apply --------------------------------------------------------------------- */
+
+typedef struct dinfo {
+    char done;              /* the decision ends its run */
+    uint32_t npath;
+} dinfo_t;
+
+typedef struct batch {
+    part_t *pt;
+    nt_mp_t dec, leads, fixes, oids; /* the four parts of the apply argument */
+    uint32_t ndec, nleads, nfixes, noids;
+    dinfo_t *info;          /* per decision */
+    dmsg_t **msgs;          /* per committed message, in decision order */
+    size_t nmsgs, cmsgs;
+    dmsg_t **outs;          /* outcomes this batch consumes */
+    size_t nouts;
+    size_t nitems;
+    int64_t next_due;
+} batch_t;
+
+static void batch_free(batch_t *b)
+{
+    if (!b)
+        return;
+    nt_mp_fini(&b->dec);
+    nt_mp_fini(&b->leads);
+    nt_mp_fini(&b->fixes);
+    nt_mp_fini(&b->oids);
+    for (size_t i = 0; i < b->nmsgs; i++)
+        dmsg_free(b->msgs[i]);
+    free(b->msgs);
+    free(b->outs);
+    free(b->info);
+    free(b);
+}
+
+/* Give outcomes back to the partition for a later batch. */
+static void give_back(part_t *pt, dmsg_t **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!v[i])
+            continue;
+        list_push(&pt->done, v[i]);
+        pt->ndone++;
+        v[i] = NULL;
+    }
+}
+
+static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
+                        const nt_decision_t *d)
+{
+    nt_mp_t *m = &b->dec;
+    char *h = NULL;
+    size_t hl = 0;
+    FILE *hf;
+    dinfo_t *info;
+
+    info = realloc(b->info, sizeof(*b->info) * (b->ndec + 1));
+    if (!info)
+        return -1;
+    b->info = info;
+    info[b->ndec].done = d->status == NT_RUN_DONE;
+    info[b->ndec].npath = (uint32_t)d->npath;
+    if (b->nmsgs + d->nmsgs > b->cmsgs) {
+        size_t c = (b->cmsgs ? b->cmsgs * 2 : 64) + d->nmsgs;
+        dmsg_t **v = realloc(b->msgs, sizeof(*v) * c);
+
+        if (!v)
+            return -1;
+        b->msgs = v;
+        b->cmsgs = c;
+    }
+    hf = open_memstream(&h, &hl);
+    if (!hf)
+        return -1;
+    for (size_t i = 0; i < d->nnotes; i++)
+        fprintf(hf, "%s%s", i ? "; " : "", d->notes[i]);
+    if (d->status == NT_RUN_DONE)
+        fprintf(hf, "%sleft plan %s: %s", d->nnotes ? "; " : "", run->plan_id,
+                d->exit_reason ? d->exit_reason : "");
+    fclose(hf);
+
+    nt_mp_array(m, 16);
+    nt_mp_cstr(m, lead->id);
+    nt_mp_cstr(m, run->plan_id);
+    nt_mp_int(m, run->version);
+    nt_mp_int(m, (long long)run->token);
+    nt_mp_cstr(m, d->node ? d->node : "");
+    nt_mp_cstr(m, d->status == NT_RUN_DONE ? "d" : "a");
+    nt_mp_cstr(m, d->status == NT_RUN_DONE && d->exit_reason ? d->exit_reason : "");
+    nt_mp_int(m, d->status == NT_RUN_DONE ? 0 : d->due_ms);
+    nt_mp_int(m, d->visit);
+    nt_mp_array(m, (uint32_t)(2 * d->nset));
+    for (size_t i = 0; i < d->nset; i++) {
+        nt_mp_cstr(m, d->set[i].key);
+        if (d->set[i].value)
+            nt_mp_cstr(m, d->set[i].value);
+        else
+            nt_mp_bool(m, 0);
+    }
+    nt_mp_int(m, d->score_delta);
+    nt_mp_cstr(m, d->stage ? nt_stage_name(d->stage) : "");
+    nt_mp_array(m, (uint32_t)d->nmsgs);
+    for (size_t i = 0; i < d->nmsgs; i++) {
+        const nt_outmsg_t *o = &d->msgs[i];
+
+        nt_mp_array(m, 5);
+        nt_mp_cstr(m, o->id);
+        nt_mp_cstr(m, o->channel);
+        nt_mp_cstr(m, o->node);
+        nt_mp_int(m, o->visit);
+        nt_mp_array(m, (uint32_t)(2 * o->nparams));
+        for (size_t j = 0; j < o->nparams; j++) {
+            nt_mp_cstr(m, o->params[j].key);
+            nt_mp_cstr(m, o->params[j].value ? o->params[j].value : "");
+        }
+        b->msgs[b->nmsgs++] = dmsg_from_decision(b->pt, lead, run, o);
+    }
+    nt_mp_str(m, h ? h : "", h ? hl : 0);
+    free(h);
+    nt_mp_array(m, (uint32_t)d->npath);
+    for (size_t i = 0; i < d->npath; i++)
+        nt_mp_cstr(m, d->path[i]);
+    nt_mp_cstr(m, d->left ? d->left : "");
+    b->ndec++;
+    return m->oom ? -1 : 0;
+}
+
+static void add_fix(batch_t *b, const char *lead_id, const nt_run_t *run, int64_t due)
+{
+    nt_mp_array(&b->fixes, 4);
+    nt_mp_cstr(&b->fixes, lead_id);
+    nt_mp_cstr(&b->fixes, run->plan_id);
+    nt_mp_int(&b->fixes, (long long)run->token);
+    nt_mp_int(&b->fixes, due);
+    b->nfixes++;
+}
+
+/* A lead record: events seen (type, ms), a timeline line, event ids to acknowledge. */
+static void add_lead_record(batch_t *b, const char *lead_id, const char *seen_type,
+                            const char *seen_ms, const char *hist, const char *event_id)
+{
+    nt_mp_array(&b->leads, 4);
+    nt_mp_cstr(&b->leads, lead_id);
+    nt_mp_array(&b->leads, seen_type ? 2 : 0);
+    if (seen_type) {
+        nt_mp_cstr(&b->leads, seen_type);
+        nt_mp_cstr(&b->leads, seen_ms);
+    }
+    nt_mp_cstr(&b->leads, hist ? hist : "");
+    nt_mp_array(&b->leads, event_id ? 1 : 0);
+    if (event_id)
+        nt_mp_cstr(&b->leads, event_id);
+    b->nleads++;
+}
+
+/* Decide one run; returns 1 when a decision was added. */
+static int decide_run(batch_t *b, nt_lead_t *lead, const nt_run_t *run, const nt_trigger_t *trig,
+                      int64_t now)
+{
+    const nt_plan_t *plan = nt_plans_cached(b->pt->w->plans, run->plan_id, run->version);
+    nt_decision_t d;
+    nt_rc_t rc;
+    int added = 0;
+
+    if (!plan || run->status != NT_RUN_ACTIVE)
+        return 0;
+    rc = nt_engine_decide(plan, lead, run, trig, now, &d);
+    if ((rc == NT_OK || rc == NT_ENOTFOUND) && d.changed) {
+        if (add_decision(b, lead, run, &d) == 0)
+            added = 1;
+    } else if (rc != NT_OK && rc != NT_ENOTFOUND) {
+        nt_log_error("worker", "decide %s in %s: %s", lead->id, run->plan_id, nt_strerror(rc));
+    }
+    nt_decision_fini(&d);
+    return added;
+}
+
+static void on_plan_loaded(nt_rc_t rc, const nt_plan_t *plan, void *arg)
+{
+    part_t *pt = arg;
+
+    (void)plan;
+    if (rc != NT_OK)
+        nt_log_warn("worker", "partition %u: loading a plan failed: %s", pt->p, nt_strerror(rc));
+    if (--pt->waiting_plans == 0) {
+        pt->busy = 0;
+        if (pt->w->stopping)
+            kick(pt);
+        else
+            part_poll(pt, rc == NT_OK ? 0 : 1000);
+    }
+}
+
+static void need_plan(part_t *pt, const char *plan, const redisReply *runf)
+{
+    const char *v = field(runf, "v");
+    uint32_t ver = (uint32_t)strtoul(v ? v : "0", NULL, 10);
+
+    if (!v || nt_plans_cached(pt->w->plans, plan, ver))
+        return;
+    pt->waiting_plans++;
+    if (nt_plans_get(pt->w->plans, plan, ver, on_plan_loaded, pt) != NT_OK)
+        pt->waiting_plans--;
+}
+
+/* Ask for the plans of this batch that are not cached yet. Returns 1 when some are coming (the
+ * batch is fetched again once they are in), 0 when all are there. */
+static int load_missing_plans(part_t *pt, const redisReply *reply)
+{
+    const redisReply *timers = reply->element[2], *events = reply->element[3],
+                     *outcomes = reply->element[4];
+
+    pt->waiting_plans = 1; /* hold until all requests are out */
+    for (size_t i = 0; i < timers->elements; i++) {
+        const redisReply *it = timers->element[i];
+
+        if (it->type == REDIS_REPLY_ARRAY && it->elements == 4)
+            need_plan(pt, rstr(it->element[1]), it->element[3]);
+    }
+    for (size_t i = 0; i < events->elements; i++) {
+        const redisReply *it = events->element[i], *runs;
+
+        if (it->type != REDIS_REPLY_ARRAY || it->elements != 5)
+            continue;
+        runs = it->element[4];
+        for (size_t j = 0; j + 1 < runs->elements; j += 2)
+            need_plan(pt, rstr(runs->element[j]), runs->element[j + 1]);
+    }
+    for (size_t i = 0; i < outcomes->elements; i++) {
+        const redisReply *it = outcomes->element[i];
+        long long k = it->type == REDIS_REPLY_ARRAY && it->elements == 3
+                          ? rint_(it->element[0]) : -1;
+
+        if (k >= 0 && (size_t)k < pt->ntaken)
+            need_plan(pt, pt->taken[k]->msg.plan_id, it->element[2]);
+    }
+    if (pt->waiting_plans == 1) {
+        pt->waiting_plans = 0;
+        return 0;
+    }
+    pt->waiting_plans--;
+    return 1;
+}
+
+static void on_applied(nt_rc_t rc, redisReply *reply, void *arg)
+{
+    batch_t *b = arg;
+    part_t *pt = b->pt;
+    nt_worker_t *w = pt->w;
+    int full = b->nitems >= w->cfg->batch;
+
+    pt->busy = 0;
+    if (rc != NT_OK || reply->type != REDIS_REPLY_ARRAY) {
+        /* It may have run without its answer reaching us: read the outbox back before anything
+         * committed there is lost from sight; outcomes are tried again. */
+        nt_log_warn("worker", "partition %u: apply failed: %s", pt->p,
+                    rc != NT_OK ? nt_strerror(rc)
+                                : (reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
+        give_back(pt, b->outs, b->nouts);
+        pt->orecover = 1;
+        part_poll(pt, 200);
+    } else if (is_fenced(reply)) {
+        lose_partition(pt, "fencing token changed");
+        for (size_t i = 0; i < b->nouts; i++)
+            dmsg_free(b->outs[i]);
+    } else if (reply->elements == 3 && reply->element[1]->type == REDIS_REPLY_ARRAY &&
+               reply->element[2]->type == REDIS_REPLY_ARRAY) {
+        const redisReply *res = reply->element[1], *ids = reply->element[2];
+
+        for (size_t i = 0; i < b->ndec && i < res->elements; i++) {
+            long long v = rint_(res->element[i]);
+
+            if (v == 0) {
+                nt_metrics.conflicts++;
+                continue;
+            }
+            nt_metrics.transitions++;
+            nt_metrics.steps += b->info[i].npath;
+            if (b->info[i].done) {
+                nt_metrics.runs_exited++;
+                if (v > 1)
+                    nt_metrics_latency(nt_real_ms() - v);
+            }
+        }
+        for (size_t i = 0; i < b->nmsgs; i++) {
+            dmsg_t *m = b->msgs[i];
+            const char *id = i < ids->elements ? rstr(ids->element[i]) : "";
+
+            b->msgs[i] = NULL;
+            if (!m || !id[0] || w->stopping) {
+                /* Not committed, or left for whoever owns the partition next. */
+                if (m && id[0])
+                    nt_metrics.messages_committed++;
+                dmsg_free(m);
+                continue;
+            }
+            nt_metrics.messages_committed++;
+            m->entry = strdup(id);
+            if (!m->entry) {
+                dmsg_free(m);
+                pt->orecover = 1;
+                continue;
+            }
+            dispatch_new(pt, m);
+        }
+        for (size_t i = 0; i < b->nouts; i++)
+            dmsg_free(b->outs[i]);
+        nt_metrics.events_applied += b->nleads;
+        if (pt->orecover)
+            outbox_fetch(pt);
+        if (w->stopping)
+            kick(pt);
+        else if (full || pt->again || pt->ndone)
+            part_poll(pt, 0);
+        else
+            part_idle(pt, b->next_due);
+    } else {
+        nt_log_error("worker", "partition %u: apply answered oddly", pt->p);
+        give_back(pt, b->outs, b->nouts);
+        part_poll(pt, 200);
+    }
+    b->nouts = 0;
+    pt->again = 0;
+    batch_free(b);
+    check_stopped(w);
+}
+
+static void decide_batch(part_t *pt, const redisReply *reply)
+{
+    nt_worker_t *w = pt->w;
+    const redisReply *timers = reply->element[2], *events = reply->element[3],
+                     *outcomes = reply->element[4];
+    int64_t now = nt_now_ms();
+    batch_t *b = calloc(1, sizeof(*b));
+    char now_s[24], hmax[16];
+    const char *argv[10];
+    size_t lens[10];
+    nt_mp_t all;
+    nt_rc_t rc;
+
+    if (!b) {
+        give_back(pt, pt->taken, pt->ntaken);
+        pt->ntaken = 0;
+        pt->busy = 0;
+        part_poll(pt, 200);
+        return;
+    }
+    b->pt = pt;
+    b->next_due = rint_(reply->element[1]);
+    b->nitems = timers->elements + events->elements;
+    b->outs = calloc(pt->ntaken + 1, sizeof(*b->outs));
+
+    /* Outcomes of messages delivered from memory. */
+    for (size_t i = 0; b->outs && i < outcomes->elements; i++) {
+        const redisReply *it = outcomes->element[i];
+        long long k = it->type == REDIS_REPLY_ARRAY && it->elements == 3
+                          ? rint_(it->element[0]) : -1;
+        dmsg_t *m;
+        nt_kv_t attrs[5];
+        char visit[16], hist[200];
+        nt_trigger_t trig = {0};
+        nt_lead_t lead;
+        nt_run_t run;
+
+        if (k < 0 || (size_t)k >= pt->ntaken || !pt->taken[k])
+            continue;
+        m = pt->taken[k];
+        pt->taken[k] = NULL;
+        b->outs[b->nouts++] = m;
+        nt_mp_cstr(&b->oids, m->entry);
+        b->noids++;
+        snprintf(visit, sizeof(visit), "%u", m->msg.visit);
+        attrs[0] = (nt_kv_t){"plan", m->msg.plan_id};
+        attrs[1] = (nt_kv_t){"node", m->msg.node_id};
+        attrs[2] = (nt_kv_t){"visit", visit};
+        attrs[3] = (nt_kv_t){"outcome", m->outcome ? m->outcome : "sent"};
+        attrs[4] = (nt_kv_t){"detail", m->detail ? m->detail : ""};
+        trig.kind = NT_TRIG_EVENT;
+        trig.type = NT_EVENT_OUTCOME;
+        trig.attrs = attrs;
+        trig.nattrs = 5;
+        if (it->element[1]->elements == 0)
+            continue; /* the lead is gone: the entry is deleted all the same */
+        if (lead_from_reply(&lead, m->msg.lead_id, it->element[1]) != 0) {
+            nt_lead_fini(&lead);
+            continue;
+        }
+        snprintf(hist, sizeof(hist), "%.60s: %.60s", m->msg.node_id, attrs[3].value);
+        add_lead_record(b, m->msg.lead_id, NULL, NULL, hist, NULL);
+        run_from_reply(&run, m->msg.plan_id, it->element[2]);
+        decide_run(b, &lead, &run, &trig, now);
+        nt_lead_fini(&lead);
+    }
+    /* Outcomes the fetch left for later (a lead already in this batch). */
+    give_back(pt, pt->taken, pt->ntaken);
+    pt->ntaken = 0;
+
+    for (size_t i = 0; i < timers->elements; i++) {
+        const redisReply *it = timers->element[i];
+        const char *lead_id;
+        nt_lead_t lead;
+        nt_run_t run;
+        nt_trigger_t trig = {0};
+
+        if (it->type != REDIS_REPLY_ARRAY || it->elements != 4)
+            continue;
+        lead_id = rstr(it->element[0]);
+        run_from_reply(&run, rstr(it->element[1]), it->element[3]);
+        if (lead_from_reply(&lead, lead_id, it->element[2]) != 0) {
+            nt_lead_fini(&lead);
+            continue;
+        }
+        trig.kind = run.node[0] == '\0' ? NT_TRIG_START : NT_TRIG_TIMER;
+        if (run.due_ms && run.due_ms <= now) {
+            int64_t lag = now - run.due_ms;
+
+            nt_metrics.timers_fired++;
+            nt_metrics.timer_lag_ms_sum += (uint64_t)lag;
+            if (lag > nt_metrics.timer_lag_ms_max)
+                nt_metrics.timer_lag_ms_max = lag;
+        }
+        if (!decide_run(b, &lead, &run, &trig, now))
+            add_fix(b, lead_id, &run,
+                    run.status == NT_RUN_ACTIVE && run.due_ms > now ? run.due_ms : 0);
+        nt_lead_fini(&lead);
+    }
+
+    for (size_t i = 0; i < events->elements; i++) {
+        const redisReply *it = events->element[i], *ef, *lf, *runs;
+        const char *eid, *lead_id, *type, *mach, *at;
+        nt_kv_t *attrs = NULL;
+        size_t nattrs = 0;
+        nt_trigger_t trig = {0};
+        nt_lead_t lead;
+        char hist[200];
+
+        if (it->type != REDIS_REPLY_ARRAY || it->elements != 5)
+            continue;
+        eid = rstr(it->element[0]);
+        lead_id = rstr(it->element[1]);
+        ef = it->element[2];
+        lf = it->element[3];
+        runs = it->element[4];
+        type = field(ef, "t");
+        mach = field(ef, "m");
+        at = field(ef, "at");
+        if (!type || lf->elements == 0) {
+            add_lead_record(b, lead_id, NULL, NULL, NULL, eid); /* unknown lead: dropped */
+            continue;
+        }
+        if (ef->elements > 8) {
+            attrs = calloc((ef->elements - 8) / 2, sizeof(*attrs));
+            for (size_t j = 8; attrs && j + 1 < ef->elements; j += 2, nattrs++) {
+                attrs[nattrs].key = rstr(ef->element[j]);
+                attrs[nattrs].value = rstr(ef->element[j + 1]);
+            }
+        }
+        trig.kind = NT_TRIG_EVENT;
+        trig.type = type;
+        trig.attrs = attrs;
+        trig.nattrs = nattrs;
+        trig.machine = mach && strcmp(mach, "1") == 0;
+        if (lead_from_reply(&lead, lead_id, lf) != 0) {
+            nt_lead_fini(&lead);
+            free(attrs);
+            add_lead_record(b, lead_id, NULL, NULL, NULL, eid);
+            continue;
+        }
+        if (strcmp(type, NT_EVENT_OUTCOME) == 0) {
+            const char *node = NULL, *outc = NULL;
+
+            for (size_t j = 0; j < nattrs; j++) {
+                if (strcmp(attrs[j].key, "node") == 0)
+                    node = attrs[j].value;
+                else if (strcmp(attrs[j].key, "outcome") == 0)
+                    outc = attrs[j].value;
+            }
+            snprintf(hist, sizeof(hist), "%.60s: %.60s", node ? node : "?", outc ? outc : "?");
+            add_lead_record(b, lead_id, NULL, NULL, hist, eid);
+        } else {
+            snprintf(hist, sizeof(hist), "event %.64s%s", type, trig.machine ? " (machine)" : "");
+            if (!trig.machine) {
+                char key[80];
+
+                snprintf(key, sizeof(key), "e:%.70s", type);
+                nt_lead_set(&lead, key, at ? at : "0");
+            }
+            add_lead_record(b, lead_id, trig.machine ? NULL : type, at ? at : "0", hist, eid);
+        }
+        for (size_t j = 0; j + 1 < runs->elements; j += 2) {
+            nt_run_t run;
+
+            run_from_reply(&run, rstr(runs->element[j]), runs->element[j + 1]);
+            decide_run(b, &lead, &run, &trig, now);
+        }
+        nt_lead_fini(&lead);
+        free(attrs);
+    }
+
+    if (b->ndec == 0 && b->nleads == 0 && b->nfixes == 0 && b->noids == 0) {
+        int full = b->nitems >= w->cfg->batch;
+        int64_t next_due = b->next_due;
+
+        batch_free(b);
+        pt->busy = 0;
+        if (w->stopping)
+            kick(pt);
+        else if (full || pt->again || pt->ndone)
+            part_poll(pt, 0);
+        else
+            part_idle(pt, next_due);
+        pt->again = 0;
+        check_stopped(w);
+        return;
+    }
+    {
+        nt_mp_t *sect[4] = {&b->dec, &b->leads, &b->fixes, &b->oids};
+        uint32_t cnt[4] = {b->ndec, b->nleads, b->nfixes, b->noids};
+
+        nt_mp_init(&all);
+        nt_mp_array(&all, 4);
+        for (int s = 0; s < 4; s++) {
+            nt_mp_array(&all, cnt[s]);
+            nt_mp_raw(&all, sect[s]->buf, sect[s]->len);
+        }
+    }
+    if (all.oom || b->dec.oom || b->leads.oom || b->fixes.oom || b->oids.oom) {
+        nt_mp_fini(&all);
+        give_back(pt, b->outs, b->nouts);
+        b->nouts = 0;
+        batch_free(b);
+        pt->busy = 0;
+        part_poll(pt, 200);
+        return;
+    }
+    snprintf(now_s, sizeof(now_s), "%lld", (long long)now);
+    snprintf(hmax, sizeof(hmax), "%d", w->cfg->timeline_max > 0 ? w->cfg->timeline_max : 1);
+    argv[0] = pt->k_lease;
+    argv[1] = pt->k_timers;
+    argv[2] = pt->k_events;
+    argv[3] = pt->k_outbox;
+    argv[4] = w->id;
+    argv[5] = pt->tok;
+    argv[6] = now_s;
+    argv[7] = pt->prefix;
+    argv[8] = hmax;
+    argv[9] = all.buf;
+    for (int i = 0; i < 9; i++)
+        lens[i] = strlen(argv[i]);
+    lens[9] = all.len;
+    rc = nt_redis_script(w->redis, "apply", on_applied, b, 4, 10, argv, lens);
+    nt_mp_fini(&all);
+    if (rc == NT_OK)
+        return;
+    give_back(pt, b->outs, b->nouts);
+    b->nouts = 0;
+    batch_free(b);
+    pt->busy = 0;
+    part_poll(pt, 200);
+}
+
+static void on_fetched(nt_rc_t rc, redisReply *reply, void *arg)
+{
+    part_t *pt = arg;
+
+    if (rc != NT_OK || reply->type != REDIS_REPLY_ARRAY || is_fenced(reply) ||
+        reply->elements != 5) {
+        if (rc == NT_OK && reply->type == REDIS_REPLY_ERROR)
+            nt_log_error("worker", "partition %u: fetch: %s", pt->p, reply->str);
+        if (rc == NT_OK && is_fenced(reply)) {
+            lose_partition(pt, "fencing token changed");
+            for (size_t i = 0; i < pt->ntaken; i++)
+                dmsg_free(pt->taken[i]);
+        } else {
+            give_back(pt, pt->taken, pt->ntaken);
+            part_poll(pt, 200);
+        }
+        pt->ntaken = 0;
+        pt->busy = 0;
+    } else if (load_missing_plans(pt, reply)) {
+        give_back(pt, pt->taken, pt->ntaken);
+        pt->ntaken = 0;
+        return; /* busy until the plans are in; then fetched again */
+    } else {
+        decide_batch(pt, reply);
+        return;
+    }
+    check_stopped(pt->w);
+}
+
+static void fetch(part_t *pt)
+{
+    nt_worker_t *w = pt->w;
+    char now_s[24], n_s[16], idle_s[16];
+    const char **argv;
+    size_t k = 0, n;
+    dmsg_t *m;
+
+    if (pt->busy || !pt->owned || (w->stopping && pt->ndone == 0)) {
+        pt->again = pt->busy;
+        return;
+    }
+    n = pt->ndone < w->cfg->batch ? pt->ndone : w->cfg->batch;
+    argv = malloc(sizeof(*argv) * (10 + 2 * n));
+    pt->taken = realloc(pt->taken, sizeof(*pt->taken) * (n + 1));
+    if (!argv || !pt->taken) {
+        free(argv);
+        part_poll(pt, 500);
+        return;
+    }
+    snprintf(now_s, sizeof(now_s), "%lld", (long long)nt_now_ms());
+    snprintf(n_s, sizeof(n_s), "%u", w->cfg->batch);
+    snprintf(idle_s, sizeof(idle_s), "%d", w->cfg->lease_ms);
+    argv[k++] = pt->k_lease;
+    argv[k++] = pt->k_timers;
+    argv[k++] = pt->k_events;
+    argv[k++] = w->id;
+    argv[k++] = pt->tok;
+    argv[k++] = now_s;
+    argv[k++] = n_s;
+    argv[k++] = pt->prefix;
+    argv[k++] = idle_s;
+    argv[k++] = w->stopping ? "1" : "0";
+    pt->ntaken = 0;
+    while (pt->ntaken < n && (m = pt->done)) {
+        list_remove(&pt->done, m);
+        pt->ndone--;
+        pt->taken[pt->ntaken++] = m;
+        argv[k++] = m->msg.lead_id;
+        argv[k++] = m->msg.plan_id;
+    }
+    pt->busy = 1;
+    if (nt_redis_script(w->redis, "fetch", on_fetched, pt, 3, (int)k, argv, NULL) != NT_OK) {
+        give_back(pt, pt->taken, pt->ntaken);
+        pt->ntaken = 0;
+        pt->busy = 0;
+        part_poll(pt, 500);
+    }
+    free(argv);
 }
 
 /* ---- polling ------------------------------------------------------------------------------ */
@@ -1219,8 +1443,7 @@ nt_worker_t *nt_worker_new(const nt_worker_deps_t *deps, char **errmsg)
         nt_key_part(pt->k_events, i, "events");
         nt_key_part(pt->k_outbox, i, "outbox");
         pt->poll_ev = evtimer_new(w->base, on_poll, pt);
-        pt->flush_ev = evtimer_new(w->base, flush_done, pt);
-        if (!pt->poll_ev || !pt->flush_ev)
+        if (!pt->poll_ev)
             goto nomem;
     }
     tick.tv_sec = w->cfg->lease_ms / 5 / 1000;
@@ -1239,7 +1462,7 @@ static int all_quiet(const nt_worker_t *w)
     for (unsigned i = 0; i < w->nparts; i++) {
         const part_t *pt = &w->parts[i];
 
-        if (pt->busy || pt->obusy || pt->flushing || pt->leasing || pt->ndone ||
+        if (pt->busy || pt->obusy || pt->leasing || pt->ndone ||
             pt->waiting_plans)
             return 0;
         for (const dmsg_t *m = pt->msgs; m; m = m->next)
@@ -1343,8 +1566,7 @@ void nt_worker_free(nt_worker_t *w)
             }
             if (pt->poll_ev)
                 event_free(pt->poll_ev);
-            if (pt->flush_ev)
-                event_free(pt->flush_ev);
+            free(pt->taken);
         }
         free(w->parts);
     }

@@ -1,25 +1,29 @@
 -- Apply one batch of decisions for a partition, atomically (DESIGN.md "One transition").
 -- KEYS[1] nt:{p}:lease  KEYS[2] nt:{p}:timers  KEYS[3] nt:{p}:events  KEYS[4] nt:{p}:outbox
 -- ARGV[1] worker  ARGV[2] fencing token  ARGV[3] now (plan ms)  ARGV[4] key prefix "nt:{p}:"
--- ARGV[5] timeline length  ARGV[6] JSON batch:
---   {"d": [decision...], "e": [lead record...]}
---   decision: {"l","p","v","t" (expected state token),"n","s" ("a"|"d"),"x","d" (due, 0 none),
---              "vi","set":[[k,v|null]...],"sc","st","msg":[{"id","c","n","vi","pr":[k,v,...]}],
---              "h" (timeline text),"path":[node...],"left" (node left, or "")}
---   lead record: {"l","seen":[[type,ms]...],"h" (timeline text or ""),"ack":[event id...]}
---   "tz": [[lead, plan, token, due]...]: timers that fired without moving their run; the timer
---         is set to the run's own due time (0: removed) if the run is still at that token, and
---         removed when the run has ended or is gone
--- Returns {'FENCED'} or {'OK', r1, r2, ...} with, per decision, 0 when its state token no longer
--- matched (nothing of it applied), 1 when applied, or the enrolment's real ms when it ended the
--- run (for the enrol-to-exit latency).
+-- ARGV[5] timeline length  ARGV[6] the batch, MessagePack (numbers as decimal strings):
+--   {decisions, lead records, timer fixes, outbox ids}
+--   decision: {lead, plan, version, expected state token, node, "a"|"d", exit reason, due (0:
+--              none), visits, {attr, value|false, ...}, score delta, stage ("": unchanged),
+--              {{message id, channel, node, visit, {param, value, ...}}, ...}, timeline text,
+--              {node entered, ...}, node left ("": none)}
+--   lead record: {lead, {event type, ms, ...} (events seen), timeline text, {event id, ...}}
+--   timer fix: {lead, plan, state token, due}: a timer fired without moving its run; it is set
+--              to the run's own due time (0: removed) while the run is still at that token, and
+--              removed when the run has ended or is gone
+--   outbox ids: messages whose outcome this batch consumed: acknowledged and deleted
+-- Returns {'FENCED'} or {'OK', results, message ids}: per decision 0 when its state token no
+-- longer matched (nothing of it applied), 1 when applied, or the enrolment's real ms when it
+-- ended the run (for the enrol-to-exit latency); per message, in order, its outbox entry id
+-- ("" for messages of decisions not applied).
 local me, tok, now, pre, hmax = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local l = redis.call('HMGET', KEYS[1], 'owner', 'token')
 if l[1] ~= me or l[2] ~= tok then
   return {'FENCED'}
 end
-local b = cjson.decode(ARGV[6])
-local out = {'OK'}
+local b = cmsgpack.unpack(ARGV[6])
+local results, ids = {}, {}
+
 -- funnel counters are summed over the batch and written once per field
 local stats = {}
 local function count(plan, f, n)
@@ -31,30 +35,50 @@ local function count(plan, f, n)
   t[f] = (t[f] or 0) + n
 end
 
-for _, r in ipairs(b.e or {}) do
-  local lk = pre .. 'lead:' .. r.l
-  if redis.call('EXISTS', lk) == 1 then
-    for _, s in ipairs(r.seen or {}) do
-      redis.call('HSET', lk, 'e:' .. s[1], s[2])
-    end
-    if r.h and r.h ~= '' then
-      local hk = pre .. 'hist:' .. r.l
-      redis.call('LPUSH', hk, now .. '|event|' .. r.h)
-      redis.call('LTRIM', hk, 0, hmax - 1)
-    end
-  end
-  for _, id in ipairs(r.ack or {}) do
-    redis.call('XACK', KEYS[3], 'w', id)
-    redis.call('XDEL', KEYS[3], id)
+local function timeline(lead, kind, text)
+  local hk = pre .. 'hist:' .. lead
+  if redis.call('LPUSH', hk, now .. '|' .. kind .. '|' .. text) > hmax then
+    redis.call('LTRIM', hk, 0, hmax - 1)
   end
 end
 
-for _, z in ipairs(b.tz or {}) do
+-- acknowledge and delete stream entries, a bounded number of ids per command
+local function ackdel(key, group, list)
+  local n = #list
+  local i = 1
+  while i <= n do
+    local j = math.min(i + 499, n)
+    redis.call('XACK', key, group, unpack(list, i, j))
+    redis.call('XDEL', key, unpack(list, i, j))
+    i = j + 1
+  end
+end
+
+local acks = {}
+for _, r in ipairs(b[2]) do
+  local lk = pre .. 'lead:' .. r[1]
+  if redis.call('EXISTS', lk) == 1 then
+    local seen = r[2]
+    for i = 1, #seen, 2 do
+      redis.call('HSET', lk, 'e:' .. seen[i], seen[i + 1])
+    end
+    if r[3] ~= '' then
+      timeline(r[1], 'event', r[3])
+    end
+  end
+  for _, id in ipairs(r[4]) do
+    acks[#acks + 1] = id
+  end
+end
+ackdel(KEYS[3], 'w', acks)
+ackdel(KEYS[4], 'd', b[4])
+
+for _, z in ipairs(b[3]) do
   local member = z[1] .. '|' .. z[2]
   local cur = redis.call('HMGET', pre .. 'run:' .. z[1] .. ':' .. z[2], 't', 's')
   if cur[1] == false or cur[2] ~= 'a' then
     redis.call('ZREM', KEYS[2], member)
-  elseif tostring(cur[1]) == tostring(z[3]) then
+  elseif cur[1] == z[3] then
     if tonumber(z[4]) > 0 then
       redis.call('ZADD', KEYS[2], z[4], member)
     else
@@ -63,67 +87,72 @@ for _, z in ipairs(b.tz or {}) do
   end
 end
 
-for _, d in ipairs(b.d or {}) do
-  local rk = pre .. 'run:' .. d.l .. ':' .. d.p
-  local lk = pre .. 'lead:' .. d.l
-  local member = d.l .. '|' .. d.p
+for _, d in ipairs(b[1]) do
+  local lead, plan, v = d[1], d[2], d[3]
+  local rk = pre .. 'run:' .. lead .. ':' .. plan
+  local lk = pre .. 'lead:' .. lead
+  local member = lead .. '|' .. plan
   local cur = redis.call('HMGET', rk, 't', 's', 'er')
-  if cur[1] == false or tostring(cur[1]) ~= tostring(d.t) or cur[2] ~= 'a' then
-    out[#out + 1] = 0
+  local msgs = d[13]
+  if cur[1] ~= d[4] or cur[2] ~= 'a' then
+    results[#results + 1] = 0
+    for _ = 1, #msgs do
+      ids[#ids + 1] = ''
+    end
   else
-    local v = tostring(d.v)
-    redis.call('HSET', rk, 'n', d.n, 't', tonumber(cur[1]) + 1, 'vi', d.vi, 'ne', now, 'd', d.d,
-               's', d.s)
-    if d.left and d.left ~= '' then
-      count(d.p, v .. ':' .. d.left .. ':cur', -1)
+    local node, status, due = d[5], d[6], d[8]
+    redis.call('HSET', rk, 'n', node, 't', tonumber(cur[1]) + 1, 'vi', d[9], 'ne', now, 'd', due,
+               's', status)
+    if d[16] ~= '' then
+      count(plan, v .. ':' .. d[16] .. ':cur', -1)
     end
-    for _, node in ipairs(d.path or {}) do
-      count(d.p, v .. ':' .. node .. ':in', 1)
+    for _, n in ipairs(d[15]) do
+      count(plan, v .. ':' .. n .. ':in', 1)
     end
-    for _, kv in ipairs(d.set or {}) do
-      if kv[2] == nil or kv[2] == cjson.null then
-        redis.call('HDEL', lk, kv[1])
+    local set = d[10]
+    for i = 1, #set, 2 do
+      if set[i + 1] == false then
+        redis.call('HDEL', lk, set[i])
       else
-        redis.call('HSET', lk, kv[1], kv[2])
+        redis.call('HSET', lk, set[i], set[i + 1])
       end
     end
-    if d.sc and d.sc ~= 0 then
-      redis.call('HINCRBY', lk, '_score', d.sc)
+    if d[11] ~= '0' then
+      redis.call('HINCRBY', lk, '_score', d[11])
     end
-    if d.st and d.st ~= '' then
-      redis.call('HSET', lk, '_stage', d.st)
+    if d[12] ~= '' then
+      redis.call('HSET', lk, '_stage', d[12])
     end
-    for _, m in ipairs(d.msg or {}) do
-      local args = {'XADD', KEYS[4], '*', 'id', m.id, 'l', d.l, 'p', d.p, 'v', d.v, 'n', m.n,
-                    'vi', m.vi, 'c', m.c}
-      for _, x in ipairs(m.pr or {}) do
+    for _, m in ipairs(msgs) do
+      local args = {'XADD', KEYS[4], '*', 'id', m[1], 'l', lead, 'p', plan, 'v', v, 'n', m[3],
+                    'vi', m[4], 'c', m[2]}
+      for _, x in ipairs(m[5]) do
         args[#args + 1] = x
       end
-      redis.call(unpack(args))
+      ids[#ids + 1] = redis.call(unpack(args))
     end
-    if d.h and d.h ~= '' then
-      local hk = pre .. 'hist:' .. d.l
-      redis.call('LPUSH', hk, now .. '|step|' .. d.h)
-      redis.call('LTRIM', hk, 0, hmax - 1)
+    if d[14] ~= '' then
+      timeline(lead, 'step', d[14])
     end
-    if d.s == 'd' then
-      redis.call('HSET', rk, 'x', d.x or '', 'xt', now)
+    if status == 'd' then
+      redis.call('HSET', rk, 'x', d[7], 'xt', now)
       redis.call('ZREM', KEYS[2], member)
-      redis.call('HSET', lk, 'r:' .. d.p, 'd')
-      count(d.p, v .. ':active', -1)
-      count(d.p, v .. ':exit:' .. (d.x or ''), 1)
-      out[#out + 1] = tonumber(cur[3] or '0') or 0
+      redis.call('HSET', lk, 'r:' .. plan, 'd')
+      count(plan, v .. ':active', -1)
+      count(plan, v .. ':exit:' .. d[7], 1)
+      results[#results + 1] = tonumber(cur[3] or '0') or 0
     else
-      count(d.p, v .. ':' .. d.n .. ':cur', 1)
-      if tonumber(d.d) > 0 then
-        redis.call('ZADD', KEYS[2], d.d, member)
+      count(plan, v .. ':' .. node .. ':cur', 1)
+      if tonumber(due) > 0 then
+        redis.call('ZADD', KEYS[2], due, member)
       else
         redis.call('ZREM', KEYS[2], member)
       end
-      out[#out + 1] = 1
+      results[#results + 1] = 1
     end
   end
 end
+
 for plan, t in pairs(stats) do
   local sk = pre .. 'stats:' .. plan
   for f, n in pairs(t) do
@@ -132,4 +161,4 @@ for plan, t in pairs(stats) do
     end
   end
 end
-return out
+return {'OK', results, ids}

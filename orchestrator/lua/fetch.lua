@@ -2,10 +2,13 @@
 -- KEYS[1] nt:{p}:lease  KEYS[2] nt:{p}:timers  KEYS[3] nt:{p}:events
 -- ARGV[1] worker  ARGV[2] fencing token  ARGV[3] now (plan ms)  ARGV[4] max items
 -- ARGV[5] key prefix "nt:{p}:"  ARGV[6] reclaim idle ms (events of a dead worker)
+-- ARGV[7] '1': outcomes only (shutting down)  ARGV[8..] lead, plan pairs: runs whose message a
+-- channel has just delivered (outcomes kept in the worker's memory, which come first)
 -- Returns {'FENCED'} when the caller does not hold the lease, else
--- {'OK', next_due, timers, events} where
+-- {'OK', next_due, timers, events, outcomes} where
 --   timers = { {lead, plan, leadfields, runfields}, ... }
 --   events = { {id, lead, eventfields, leadfields, {plan, runfields, ...}}, ... }
+--   outcomes = { {index of the pair (0-based), leadfields, runfields}, ... }
 -- At most one item per lead: a lead's further timers and events wait for the next batch (its
 -- events stay pending in the consumer group and come first next time), so a batch never holds
 -- two decisions for one run.
@@ -15,8 +18,22 @@ if l[1] ~= me or l[2] ~= tok then
   return {'FENCED'}
 end
 
-local seen, timers, events = {}, {}, {}
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, n)
+local seen, timers, events, outcomes = {}, {}, {}, {}
+for i = 8, #ARGV - 1, 2 do
+  local lead, plan = ARGV[i], ARGV[i + 1]
+  if not seen[lead] then
+    seen[lead] = true
+    outcomes[#outcomes + 1] = {(i - 8) / 2, redis.call('HGETALL', pre .. 'lead:' .. lead),
+                               redis.call('HGETALL', pre .. 'run:' .. lead .. ':' .. plan)}
+  end
+end
+if ARGV[7] == '1' then
+  n = 0
+end
+local due = {}
+if n > 0 then
+  due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, n)
+end
 for _, m in ipairs(due) do
   local sep = string.find(m, '|', 1, true)
   if sep then
@@ -63,7 +80,7 @@ local function take(entries)
   end
 end
 
-if #timers < n then
+if n > 0 and #timers < n then
   -- ours first: events deferred from the previous batch, or left by a failed apply
   local mine = redis.call('XREADGROUP', 'GROUP', 'w', me, 'COUNT', n, 'STREAMS', KEYS[3], '0')
   if mine and mine[1] then take(mine[1][2]) end
@@ -81,4 +98,4 @@ end
 local nd = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local next_due = -1
 if nd[2] then next_due = tonumber(nd[2]) end
-return {'OK', next_due, timers, events}
+return {'OK', next_due, timers, events, outcomes}
