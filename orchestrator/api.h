@@ -164,6 +164,8 @@ void nt_api_leads_post(nt_api_req_t *r);
 void nt_api_leads_patch(nt_api_req_t *r);
 void nt_api_leads_get(nt_api_req_t *r);
 void nt_api_leads_enrol(nt_api_req_t *r);
+/* POST /v1/plans/{id}/enrol: one api_enrol_many.lua call per partition (api_leads.c). */
+void nt_api_bulk_enrol(nt_api_req_t *r);
 void nt_api_events_post(nt_api_req_t *r);
 void nt_api_plans_publish(nt_api_req_t *r);
 void nt_api_plans_list(nt_api_req_t *r);

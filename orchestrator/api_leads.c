@@ -1,5 +1,5 @@
-/* Lead routes: POST /v1/leads, PATCH and GET /v1/leads/{id}, POST /v1/leads/{id}/enrol; and
- * the lead and enrolment helpers that the bulk enrolment of api_plans.c shares. */
+/* Lead routes: POST /v1/leads, PATCH and GET /v1/leads/{id}, POST /v1/leads/{id}/enrol, the
+ * bulk enrolment POST /v1/plans/{id}/enrol, and the lead and enrolment helpers they share. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -755,4 +755,415 @@ void nt_api_leads_enrol(nt_api_req_t *r)
         nt_api_unref(r);
     }
     nt_api_unref(r);
+}
+
+/* --- POST /v1/plans/{id}/enrol ---------------------------------------------------------------- */
+
+/* Bulk enrolment costs one script call (api_enrol_many.lua) per partition and BULK_PER_CALL
+ * leads, all of a request pipelined at once, instead of two calls per lead: the per-call cost
+ * in Redis (Lua entry, argument objects, the MULTI/EXEC of its propagation) dominated. When
+ * the plan has an entry filter, the leads' stored hashes are read first in one pipelined
+ * round, and the filter runs here on the stored fields merged with the request's. */
+
+#define BULK_MAX 10000
+#define BULK_PER_CALL 500 /* leads per script call: bounds how long one call blocks Redis */
+
+/* Per-lead outcome letters, as api_enrol_many.lua answers them (plus the caller's own). */
+#define BULK_PENDING 0
+#define BULK_OK 'o'
+#define BULK_UPSERTED 'u' /* the entry filter said no */
+#define BULK_CONFLICT 'c'
+#define BULK_NEVER 'n'
+#define BULK_COOLDOWN 'w'
+#define BULK_FAILED 'f' /* the script call failed */
+
+typedef struct bulk_ctx {
+    nt_api_lead_in_t *leads; /* parsed, in request order */
+    size_t n;
+    const nt_plan_t *plan;
+    unsigned char *eligible; /* per lead: the entry filter holds */
+    char *status;            /* per lead: BULK_* */
+    int64_t *wait_ms;        /* per lead: cooldown left (BULK_COOLDOWN) */
+    size_t *order;           /* lead indices grouped by partition, request order within */
+    size_t *call_first;      /* per script call: first position in order[] */
+    size_t *call_count;      /* per script call: leads */
+    size_t ncalls;
+} bulk_ctx_t;
+
+static void bulk_ctx_free(void *p)
+{
+    bulk_ctx_t *c = p;
+    for (size_t i = 0; i < c->n; i++)
+        nt_api_lead_in_fini(&c->leads[i]);
+    free(c->leads);
+    free(c->eligible);
+    free(c->status);
+    free(c->wait_ms);
+    free(c->order);
+    free(c->call_first);
+    free(c->call_count);
+    free(c);
+}
+
+static void bulk_reply(nt_api_req_t *r)
+{
+    bulk_ctx_t *c = r->ctx;
+    const char *pid = c->plan->wf->id;
+    unsigned parts = r->d.cfg->partitions;
+    unsigned char *woken = calloc(parts ? parts : 1, 1);
+    json_t *skipped = json_array();
+    size_t enrolled = 0;
+    if (!woken || !skipped) {
+        free(woken);
+        json_decref(skipped);
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        const char *id = c->leads[i].id;
+        char msg[512];
+        const char *reason = "not_eligible";
+        switch (c->status[i]) {
+        case BULK_OK:
+            enrolled++;
+            woken[nt_partition(id, parts)] = 1;
+            continue;
+        case BULK_UPSERTED:
+            snprintf(msg, sizeof(msg), "lead %s does not match the entry filter of plan %s", id,
+                     pid);
+            break;
+        case BULK_CONFLICT:
+            reason = "conflict";
+            snprintf(msg, sizeof(msg), "lead %s is already active in plan %s", id, pid);
+            break;
+        case BULK_NEVER:
+            snprintf(msg, sizeof(msg),
+                     "lead %s already went through plan %s and its re-entry policy is never", id,
+                     pid);
+            break;
+        case BULK_COOLDOWN:
+            snprintf(msg, sizeof(msg),
+                     "lead %s left plan %s less than the re-entry cooldown ago (%" PRId64
+                     " ms to go)",
+                     id, pid, c->wait_ms[i]);
+            break;
+        default:
+            reason = "internal";
+            snprintf(msg, sizeof(msg), "the enrolment of lead %s failed", id);
+            break;
+        }
+        json_array_append_new(skipped,
+                              json_pack("{s:s,s:s,s:s}", "id", id, "reason", reason, "message",
+                                        msg));
+    }
+    nt_metrics.runs_enrolled += enrolled;
+    for (unsigned p = 0; p < parts; p++)
+        if (woken[p] && r->d.worker)
+            nt_worker_wake(r->d.worker, p);
+    free(woken);
+    nt_api_reply_json(r, 200,
+                      json_pack("{s:I,s:o}", "enrolled", (json_int_t)enrolled, "skipped", skipped));
+}
+
+/* Read the statuses of one script call into c->status of its leads. Returns 0, or -1 when the
+ * reply is not what api_enrol_many.lua answers. */
+static int bulk_statuses(nt_api_req_t *r, size_t call, const redisReply *x, int *posted)
+{
+    bulk_ctx_t *c = r->ctx;
+    if (!x || x->type != REDIS_REPLY_ARRAY || x->elements < 2 ||
+        x->element[0]->type != REDIS_REPLY_STRING) {
+        nt_log_error("http", "api_enrol_many: %s",
+                     x && x->type == REDIS_REPLY_ERROR ? x->str : "unexpected reply");
+        return -1;
+    }
+    *posted = x->element[1]->type == REDIS_REPLY_INTEGER && x->element[1]->integer > 0;
+    const char *s = x->element[0]->str;
+    const size_t *idx = c->order + c->call_first[call];
+    for (size_t k = 0; k < c->call_count[call]; k++) {
+        while (*s == ' ')
+            s++;
+        if (!*s)
+            return -1;
+        char st = *s;
+        if (st == BULK_COOLDOWN)
+            c->wait_ms[idx[k]] = strtoll(s + 1, NULL, 10);
+        if (st != BULK_OK && st != BULK_UPSERTED && st != BULK_CONFLICT && st != BULK_NEVER &&
+            st != BULK_COOLDOWN)
+            return -1;
+        c->status[idx[k]] = st;
+        while (*s && *s != ' ')
+            s++;
+    }
+    return 0;
+}
+
+static void on_bulk_written(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
+{
+    bulk_ctx_t *c = r->ctx;
+    if (rc != NT_OK) {
+        nt_api_error_rc(r, rc, NULL);
+        return;
+    }
+    for (size_t call = 0; call < n; call++) {
+        int posted = 0;
+        if (bulk_statuses(r, call, rep[call], &posted) != 0) {
+            for (size_t k = 0; k < c->call_count[call]; k++) {
+                size_t i = c->order[c->call_first[call] + k];
+                if (c->status[i] == BULK_PENDING)
+                    c->status[i] = BULK_FAILED;
+            }
+            continue;
+        }
+        /* a lead.updated event for a lead whose runs all live in other plans still needs its
+         * partition's worker to look */
+        if (posted && r->d.worker)
+            nt_worker_wake(r->d.worker, nt_partition(c->leads[c->order[c->call_first[call]]].id,
+                                                     r->d.cfg->partitions));
+    }
+    bulk_reply(r);
+}
+
+/* Group the leads by partition, BULK_PER_CALL per call, and issue every call at once. */
+static void bulk_write(nt_api_req_t *r)
+{
+    bulk_ctx_t *c = r->ctx;
+    const Nt__Workflow *wf = c->plan->wf;
+    unsigned parts = r->d.cfg->partitions;
+    size_t *start = calloc((size_t)parts + 1, sizeof(*start));
+    unsigned *part = malloc((c->n ? c->n : 1) * sizeof(*part));
+    c->order = malloc((c->n ? c->n : 1) * sizeof(*c->order));
+    /* at most one partial call per partition */
+    size_t maxcalls = c->n / BULK_PER_CALL + parts + 1;
+    c->call_first = malloc(maxcalls * sizeof(*c->call_first));
+    c->call_count = malloc(maxcalls * sizeof(*c->call_count));
+    if (!start || !part || !c->order || !c->call_first || !c->call_count) {
+        free(start);
+        free(part);
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    /* counting sort by partition, stable: leads of one partition keep the request's order,
+     * which is the order the script applies them in (a lead twice: the second sees the first) */
+    for (size_t i = 0; i < c->n; i++) {
+        part[i] = nt_partition(c->leads[i].id, parts);
+        start[part[i] + 1]++;
+    }
+    for (unsigned p = 0; p < parts; p++)
+        start[p + 1] += start[p];
+    for (size_t i = 0; i < c->n; i++)
+        c->order[start[part[i]]++] = i;
+    size_t at = 0;
+    c->ncalls = 0;
+    for (unsigned p = 0; p < parts; p++) {
+        size_t end = start[p]; /* advanced to the end of p by the fill above */
+        while (at < end) {
+            size_t k = end - at < BULK_PER_CALL ? end - at : BULK_PER_CALL;
+            c->call_first[c->ncalls] = at;
+            c->call_count[c->ncalls] = k;
+            c->ncalls++;
+            at += k;
+        }
+    }
+    if (c->ncalls == 0) {
+        free(start);
+        free(part);
+        bulk_reply(r);
+        return;
+    }
+    nt_api_batch_t *b = nt_api_batch_new(r, c->ncalls, on_bulk_written, NULL);
+    if (!b) {
+        free(start);
+        free(part);
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    int after_exit = wf->reentry && wf->reentry->policy == NT__RE_ENTRY__POLICY__AFTER_EXIT;
+    int64_t now = nt_now_ms(), now_real = nt_real_ms();
+    int oom = 0;
+    for (size_t call = 0; call < c->ncalls; call++) {
+        const size_t *idx = c->order + c->call_first[call];
+        unsigned p = part[idx[0]];
+        char key[NT_KEY_MAX], what[NT_KEY_MAX];
+        nt_api_argv_t a = {0};
+        nt_api_argv_add(&a, nt_key_part(key, p, "timers"));
+        snprintf(what, sizeof(what), "stats:%s", wf->id);
+        nt_api_argv_add(&a, nt_key_part(key, p, what));
+        nt_api_argv_add(&a, nt_key_part(key, p, "events"));
+        nt_api_argv_addf(&a, "nt:{%u}:", p);
+        nt_api_argv_add(&a, wf->id);
+        nt_api_argv_addf(&a, "%u", wf->version);
+        nt_api_argv_addf(&a, "%" PRId64, now);
+        nt_api_argv_addf(&a, "%" PRId64, now_real);
+        nt_api_argv_add(&a, after_exit ? "1" : "0");
+        nt_api_argv_addf(&a, "%" PRId64, after_exit ? duration_ms(wf->reentry->cooldown) : 0);
+        nt_api_argv_addf(&a, "%d", r->d.cfg->timeline_max > 0 ? r->d.cfg->timeline_max : 20);
+        for (size_t k = 0; k < c->call_count[call]; k++) {
+            const nt_api_lead_in_t *in = &c->leads[idx[k]];
+            size_t pairs = in->nattrs + (in->has_score ? 1 : 0) + (in->stage ? 1 : 0);
+            nt_api_argv_add(&a, in->id);
+            nt_api_argv_addf(&a, "%zu", 2 * pairs + (c->eligible[idx[k]] ? 1 : 0));
+            for (size_t j = 0; j < in->nattrs; j++) {
+                nt_api_argv_add(&a, in->attrs[j].key);
+                nt_api_argv_add(&a, in->attrs[j].value);
+            }
+            if (in->has_score) {
+                nt_api_argv_add(&a, "_score");
+                nt_api_argv_addf(&a, "%" PRId64, in->score);
+            }
+            if (in->stage) {
+                nt_api_argv_add(&a, "_stage");
+                nt_api_argv_add(&a, nt_stage_name(in->stage));
+            }
+        }
+        if (nt_api_argv_failed(&a))
+            oom = 1;
+        else
+            nt_api_batch_script(b, call, "api_enrol_many", 3, a.n, (const char **)a.v, a.len);
+        nt_api_argv_fini(&a);
+        if (oom)
+            break;
+    }
+    free(start);
+    free(part);
+    if (oom)
+        nt_api_error(r, 500, "internal", "out of memory");
+    nt_api_batch_go(b);
+}
+
+/* The entry filter on the stored fields of each lead (rep[i], HGETALL) with the request's
+ * written over them, as they will be after the upsert. */
+static void on_bulk_read(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
+{
+    bulk_ctx_t *c = r->ctx;
+    if (rc != NT_OK) {
+        nt_api_error_rc(r, rc, NULL);
+        return;
+    }
+    int64_t now = nt_now_ms();
+    char num[32];
+    for (size_t i = 0; i < n && i < c->n; i++) {
+        const nt_api_lead_in_t *in = &c->leads[i];
+        nt_lead_t lead;
+        int bad = nt_lead_init(&lead, in->id) != 0 || nt_api_lead_from_reply(&lead, rep[i]) != 0;
+        if (!bad && lead.nfields == 0) {
+            snprintf(num, sizeof(num), "%" PRId64, now);
+            bad = nt_lead_set(&lead, "_created", num) != 0;
+        }
+        for (size_t j = 0; !bad && j < in->nattrs; j++)
+            bad = nt_lead_set(&lead, in->attrs[j].key, in->attrs[j].value) != 0;
+        if (!bad && in->has_score) {
+            snprintf(num, sizeof(num), "%" PRId64, in->score);
+            bad = nt_lead_set(&lead, "_score", num) != 0;
+        }
+        if (!bad && in->stage)
+            bad = nt_lead_set(&lead, "_stage", nt_stage_name(in->stage)) != 0;
+        if (bad) {
+            nt_lead_fini(&lead);
+            nt_api_error(r, 500, "internal", "out of memory");
+            return;
+        }
+        c->eligible[i] = (unsigned char)nt_cond_eval(c->plan->wf->entry, &lead, now);
+        nt_lead_fini(&lead);
+    }
+    bulk_write(r);
+}
+
+static void on_bulk_plan(nt_rc_t rc, const nt_plan_t *plan, void *arg)
+{
+    nt_api_req_t *r = arg;
+    bulk_ctx_t *c = r->ctx;
+    if (r->finished) {
+        nt_api_unref(r);
+        return;
+    }
+    if (rc == NT_ENOTFOUND) {
+        nt_api_error(r, 404, "not_found", "no plan %s (or it has no active version)", r->seg[2]);
+    } else if (rc != NT_OK) {
+        nt_api_error_rc(r, rc, NULL);
+    } else {
+        c->plan = plan;
+        const Nt__Condition *entry = plan->wf->entry;
+        if (!entry || entry->kind_case == NT__CONDITION__KIND__NOT_SET || c->n == 0) {
+            memset(c->eligible, 1, c->n);
+            bulk_write(r);
+        } else {
+            nt_api_batch_t *b = nt_api_batch_new(r, c->n, on_bulk_read, NULL);
+            if (!b) {
+                nt_api_error(r, 500, "internal", "out of memory");
+            } else {
+                unsigned parts = r->d.cfg->partitions;
+                for (size_t i = 0; i < c->n; i++) {
+                    char key[NT_KEY_MAX];
+                    const char *id = c->leads[i].id;
+                    const char *argv[] = {"HGETALL", nt_key_lead(key, nt_partition(id, parts), id)};
+                    nt_api_batch_argv(b, i, 2, argv, NULL);
+                }
+                nt_api_batch_go(b);
+            }
+        }
+    }
+    nt_api_unref(r);
+}
+
+void nt_api_bulk_enrol(nt_api_req_t *r)
+{
+    static const char *const allowed[] = {"leads", NULL};
+    char err[512];
+    if (!nt_api_plan_id_valid(r->seg[2])) {
+        nt_api_error(r, 400, "bad_request",
+                     "the plan id in the path is not valid (1 to 64 of a-z 0-9 _ -)");
+        return;
+    }
+    if (nt_api_only_fields(r->body, allowed, "", err, sizeof(err)) != 0) {
+        nt_api_error(r, 400, "bad_request", "%s", err);
+        return;
+    }
+    json_t *leads = json_object_get(r->body, "leads");
+    if (!leads) {
+        nt_api_error(r, 400, "bad_request", "missing field 'leads'");
+        return;
+    }
+    if (!json_is_array(leads)) {
+        nt_api_error(r, 400, "bad_request", "field 'leads' must be an array of lead objects");
+        return;
+    }
+    size_t n = json_array_size(leads);
+    if (n > BULK_MAX) {
+        nt_api_error(r, 400, "bad_request", "field 'leads' has %zu entries, more than %d", n,
+                     BULK_MAX);
+        return;
+    }
+    bulk_ctx_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    r->ctx = c;
+    r->ctx_free = bulk_ctx_free;
+    c->leads = calloc(n ? n : 1, sizeof(*c->leads));
+    c->eligible = calloc(n ? n : 1, 1);
+    c->status = calloc(n ? n : 1, 1);
+    c->wait_ms = calloc(n ? n : 1, sizeof(*c->wait_ms));
+    if (!c->leads || !c->eligible || !c->status || !c->wait_ms) {
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char prefix[32];
+        snprintf(prefix, sizeof(prefix), "leads[%zu].", i);
+        if (nt_api_lead_parse(json_array_get(leads, i), NT_API_ID_REQUIRED, prefix, &c->leads[i],
+                              err, sizeof(err)) != 0) {
+            nt_api_error(r, 400, "bad_request", "%s", err);
+            return;
+        }
+        c->n = i + 1;
+    }
+    if (nt_api_need_redis(r))
+        return;
+    nt_api_ref(r);
+    nt_rc_t rc = nt_plans_get(r->d.plans, r->seg[2], 0, on_bulk_plan, r);
+    if (rc != NT_OK) {
+        nt_api_unref(r);
+        nt_api_error_rc(r, rc, NULL);
+    }
 }

@@ -67,7 +67,7 @@ static const route_t routes[] = {
     {EVHTTP_REQ_POST, "/v1/plans", NT_API_ROLE_OPS, BODY_PROTO, nt_api_plans_publish},
     {EVHTTP_REQ_GET, "/v1/plans", NT_API_ROLE_OPS, BODY_NONE, nt_api_plans_list},
     {EVHTTP_REQ_GET, "/v1/plans/*", NT_API_ROLE_OPS, BODY_NONE, nt_api_plans_get},
-    {EVHTTP_REQ_POST, "/v1/plans/*/enrol", NT_API_ROLE_OPS, BODY_JSON, nt_api_plans_enrol},
+    {EVHTTP_REQ_POST, "/v1/plans/*/enrol", NT_API_ROLE_OPS, BODY_JSON, nt_api_bulk_enrol},
     {EVHTTP_REQ_POST, "/v1/plans/*/activate", NT_API_ROLE_OPS, BODY_JSON, nt_api_plans_activate},
     {EVHTTP_REQ_GET, "/v1/plans/*/stats", NT_API_ROLE_OPS, BODY_NONE, nt_api_plans_stats},
 };

@@ -1,5 +1,5 @@
--- Create or update a lead (POST /v1/leads, PATCH /v1/leads/{id}, bulk enrolment), atomically
--- with the lead.updated event that lets goals and branches of its active runs see the change.
+-- Create or update a lead (POST /v1/leads, PATCH /v1/leads/{id}), atomically with the
+-- lead.updated event that lets goals and branches of its active runs see the change.
 -- KEYS[1] nt:{p}:lead:<id>   KEYS[2] nt:{p}:events
 -- ARGV[1] "upsert" (create when missing) or "update" (refuse when missing)
 -- ARGV[2] lead id   ARGV[3] now (ms, plan clock)   ARGV[4..] field, value pairs
@@ -10,11 +10,10 @@ if not exists and ARGV[1] ~= 'upsert' then
   return {'missing'}
 end
 local n = #ARGV
-for i = 4, n - 1, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
 if not exists then
-  redis.call('HSET', KEYS[1], '_created', ARGV[3])
+  redis.call('HSET', KEYS[1], '_created', ARGV[3], unpack(ARGV, 4, n))
+elseif n >= 5 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4, n))
 end
 local all = redis.call('HGETALL', KEYS[1])
 local posted = 0

@@ -271,6 +271,169 @@ static void test_api_bulk_enrol_reports_skipped(void **state)
     assert_int_equal(key_exists(lead_key(key, "bulk-6")), 0);
 }
 
+/* The sum over all partitions of a field of the plan's stats hashes. */
+static long long stats_sum(const char *plan, const char *field)
+{
+    char key[NT_KEY_MAX], what[NT_KEY_MAX];
+    snprintf(what, sizeof(what), "stats:%s", plan);
+    long long n = 0;
+    for (unsigned p = 0; p < API_PARTITIONS; p++)
+        n += redis_int("HGET %s %s", nt_key_part(key, p, what), field);
+    return n;
+}
+
+static void test_api_bulk_enrol_2000_leads_over_all_partitions(void **state)
+{
+    (void)state;
+    enum { N = 2000 };
+    char key[NT_KEY_MAX], id[64];
+    nt_test_resp_t r;
+    /* existing leads: one already active in the plan, one whose stored role fails the entry
+     * filter, one whose stored role fails it but the request's passes */
+    create_lead("{\"id\":\"many-active\",\"attributes\":{\"role\":\"engineer\"}}");
+    call("POST", "/v1/leads/many-active/enrol", OPS, "{\"plan\":\"api_basic\"}", &r);
+    expect_status(&r, 202, NULL);
+    nt_test_resp_fini(&r);
+    create_lead("{\"id\":\"many-sales\",\"attributes\":{\"role\":\"sales\"},\"score\":4}");
+    create_lead("{\"id\":\"many-convert\",\"attributes\":{\"role\":\"sales\",\"city\":\"Oslo\"}}");
+    char *t_active = redis_hget(run_key(key, "many-active", "api_basic"), "t");
+    long long enrolled0 = stats_sum("api_basic", "1:enrolled");
+    long long active0 = stats_sum("api_basic", "1:active");
+
+    /* leads 0..N-1: many-active, many-sales, many-convert, many-7 twice, the rest new */
+    json_t *leads = json_array();
+    unsigned char seen[API_PARTITIONS] = {0};
+    for (int i = 0; i < N; i++) {
+        json_t *o;
+        if (i == 0) {
+            o = json_pack("{s:s,s:{s:s}}", "id", "many-active", "attributes", "title", "CTO");
+        } else if (i == 1) {
+            o = json_pack("{s:s,s:{s:s},s:s}", "id", "many-sales", "attributes", "tier", "b",
+                          "stage", "mql");
+        } else if (i == 2) {
+            o = json_pack("{s:s,s:{s:s}}", "id", "many-convert", "attributes", "role", "engineer");
+        } else if (i == 1500) {
+            o = json_pack("{s:s,s:{s:s}}", "id", "many-7", "attributes", "role", "engineer");
+        } else {
+            snprintf(id, sizeof(id), "many-%d", i);
+            o = json_pack("{s:s,s:{s:s,s:i},s:i}", "id", id, "attributes", "role", "engineer",
+                          "n", i, "score", i % 10);
+        }
+        seen[nt_partition(json_string_value(json_object_get(o, "id")), API_PARTITIONS)] = 1;
+        json_array_append_new(leads, o);
+    }
+    for (unsigned p = 0; p < API_PARTITIONS; p++)
+        assert_true(seen[p]); /* the request spans every partition */
+    json_t *body = json_pack("{s:o}", "leads", leads);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    call("POST", "/v1/plans/api_basic/enrol", OPS, text, &r);
+    free(text);
+    expect_status(&r, 200, NULL);
+
+    /* enrolled: all but many-active (conflict), many-sales (not_eligible) and the second many-7
+     * (conflict with the first, earlier in the same request) */
+    assert_int_equal(json_integer_value(json_object_get(r.json, "enrolled")), N - 3);
+    json_t *sk = json_object_get(r.json, "skipped");
+    assert_int_equal(json_array_size(sk), 3);
+    const char *want[][2] = {
+        {"many-active", "conflict"}, {"many-sales", "not_eligible"}, {"many-7", "conflict"}};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *e = json_array_get(sk, i);
+        assert_string_equal(json_string_value(json_object_get(e, "id")), want[i][0]);
+        assert_string_equal(json_string_value(json_object_get(e, "reason")), want[i][1]);
+        assert_non_null(json_string_value(json_object_get(e, "message")));
+    }
+    nt_test_resp_fini(&r);
+
+    /* the funnel counters, summed once per script call */
+    assert_int_equal(stats_sum("api_basic", "1:enrolled") - enrolled0, N - 3);
+    assert_int_equal(stats_sum("api_basic", "1:active") - active0, N - 3);
+
+    /* the conflicting run is untouched, its lead updated */
+    char *v = redis_hget(run_key(key, "many-active", "api_basic"), "t");
+    assert_string_equal(v, t_active);
+    free(v);
+    free(t_active);
+    v = redis_hget(lead_key(key, "many-active"), "title");
+    assert_string_equal(v, "CTO");
+    free(v);
+
+    /* not eligible: upserted, no run, no mark */
+    v = redis_hget(lead_key(key, "many-sales"), "tier");
+    assert_string_equal(v, "b");
+    free(v);
+    v = redis_hget(lead_key(key, "many-sales"), "_stage");
+    assert_string_equal(v, "mql");
+    free(v);
+    v = redis_hget(lead_key(key, "many-sales"), "_score");
+    assert_string_equal(v, "4");
+    free(v);
+    assert_int_equal(key_exists(run_key(key, "many-sales", "api_basic")), 0);
+    assert_null(redis_hget(lead_key(key, "many-sales"), "r:api_basic"));
+
+    /* eligible through the request's attributes, stored ones kept */
+    v = redis_hget(lead_key(key, "many-convert"), "city");
+    assert_string_equal(v, "Oslo");
+    free(v);
+    v = redis_hget(run_key(key, "many-convert", "api_basic"), "s");
+    assert_string_equal(v, "a");
+    free(v);
+
+    /* a few new leads: the lead hash, the run hash, the timer and the timeline */
+    static const int sample[] = {3, 999, 1999};
+    for (size_t i = 0; i < sizeof(sample) / sizeof(sample[0]); i++) {
+        snprintf(id, sizeof(id), "many-%d", sample[i]);
+        char num[16];
+        snprintf(num, sizeof(num), "%d", sample[i]);
+        lead_key(key, id);
+        v = redis_hget(key, "n");
+        assert_string_equal(v, num);
+        free(v);
+        v = redis_hget(key, "role");
+        assert_string_equal(v, "engineer");
+        free(v);
+        snprintf(num, sizeof(num), "%d", sample[i] % 10);
+        v = redis_hget(key, "_score");
+        assert_string_equal(v, num);
+        free(v);
+        v = redis_hget(key, "r:api_basic");
+        assert_string_equal(v, "a");
+        free(v);
+        v = redis_hget(key, "_created");
+        assert_non_null(v);
+        free(v);
+
+        run_key(key, id, "api_basic");
+        /* the worker may already have moved the run on to its wait: t, n, ne and d with it */
+        static const char *const fields[] = {"e", "er", "ne", "d", "t", "vi", "n"};
+        for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
+            v = redis_hget(key, fields[f]);
+            assert_non_null(v);
+            free(v);
+        }
+        v = redis_hget(key, "v");
+        assert_string_equal(v, "1");
+        free(v);
+        v = redis_hget(key, "s");
+        assert_string_equal(v, "a");
+        free(v);
+
+        unsigned p = nt_partition(id, API_PARTITIONS);
+        redisReply *x = redisCommand(env.rc, "ZSCORE %s %s|api_basic",
+                                     nt_key_part(key, p, "timers"), id);
+        assert_non_null(x);
+        assert_int_equal(x->type, REDIS_REPLY_STRING);
+        freeReplyObject(x);
+
+        x = redisCommand(env.rc, "LRANGE %s -1 -1", nt_key_hist(key, p, id));
+        assert_non_null(x);
+        assert_int_equal(x->elements, 1);
+        assert_non_null(strstr(x->element[0]->str, "|enrolled|enrolled in api_basic v1"));
+        freeReplyObject(x);
+    }
+}
+
 static void test_api_hostile_long_id_writes_nothing(void **state)
 {
     (void)state;
@@ -298,6 +461,7 @@ int main(void)
         cmocka_unit_test(test_api_update_of_enrolled_lead_posts_event),
         cmocka_unit_test(test_api_events_accepted_and_unknown_lead),
         cmocka_unit_test(test_api_bulk_enrol_reports_skipped),
+        cmocka_unit_test(test_api_bulk_enrol_2000_leads_over_all_partitions),
         cmocka_unit_test(test_api_hostile_long_id_writes_nothing),
     };
     return cmocka_run_group_tests(tests, setup, api_teardown);
