@@ -160,7 +160,7 @@ static void rest(ctx_t *c, int64_t due)
 
     c->out->due_ms = due;
     if (due != 0)
-        note(c, "waiting at %s until %s", c->cur, iso(due, buf, sizeof(buf)));
+        note(c, "waiting until %s", iso(due, buf, sizeof(buf)));
 }
 
 /* The first goal that holds ends the run. Returns 1 when one did. A goal without a condition
@@ -216,7 +216,7 @@ static void emit(ctx_t *c, const Nt__Node *n)
             m->params[i].value = xstrdup(c, p != NULL ? p->value : "");
         }
     }
-    note(c, "message %s queued for channel %s", m->id != NULL ? m->id : "", s->channel);
+    note(c, "queued for %s", s->channel);
 }
 
 static void record_set(ctx_t *c, const char *name, const char *value)

@@ -573,7 +573,7 @@ static void give_back(part_t *pt, dmsg_t **v, size_t n)
 }
 
 static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
-                        const nt_decision_t *d)
+                        const nt_decision_t *d, const char *prefix)
 {
     nt_mp_t *m = &b->dec;
     char *h = NULL;
@@ -599,10 +599,12 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
     hf = open_memstream(&h, &hl);
     if (!hf)
         return -1;
+    if (prefix)
+        fprintf(hf, "%s", prefix);
     for (size_t i = 0; i < d->nnotes; i++)
-        fprintf(hf, "%s%s", i ? "; " : "", d->notes[i]);
+        fprintf(hf, "%s%s", i || prefix ? "; " : "", d->notes[i]);
     if (d->status == NT_RUN_DONE)
-        fprintf(hf, "%sleft plan %s: %s", d->nnotes ? "; " : "", run->plan_id,
+        fprintf(hf, "%sleft plan %s: %s", d->nnotes || prefix ? "; " : "", run->plan_id,
                 d->exit_reason ? d->exit_reason : "");
     fclose(hf);
 
@@ -680,9 +682,10 @@ static void add_lead_record(batch_t *b, const char *lead_id, const char *seen_ty
     b->nleads++;
 }
 
-/* Decide one run; returns 1 when a decision was added. */
+/* Decide one run; returns 1 when a decision was added. prefix, when not NULL, opens the
+ * decision's timeline line (what triggered it). */
 static int decide_run(batch_t *b, nt_lead_t *lead, const nt_run_t *run, const nt_trigger_t *trig,
-                      int64_t now)
+                      int64_t now, const char *prefix)
 {
     const nt_plan_t *plan = nt_plans_cached(b->pt->w->plans, run->plan_id, run->version);
     nt_decision_t d;
@@ -693,7 +696,7 @@ static int decide_run(batch_t *b, nt_lead_t *lead, const nt_run_t *run, const nt
         return 0;
     rc = nt_engine_decide(plan, lead, run, trig, now, &d);
     if ((rc == NT_OK || rc == NT_ENOTFOUND) && d.changed) {
-        if (add_decision(b, lead, run, &d) == 0)
+        if (add_decision(b, lead, run, &d, prefix) == 0)
             added = 1;
     } else if (rc != NT_OK && rc != NT_ENOTFOUND) {
         nt_log_error("worker", "decide %s in %s: %s", lead->id, run->plan_id, nt_strerror(rc));
@@ -913,9 +916,10 @@ static void decide_batch(part_t *pt, const redisReply *reply)
             continue;
         }
         snprintf(hist, sizeof(hist), "%.60s: %.60s", m->msg.node_id, attrs[3].value);
-        add_lead_record(b, m->msg.lead_id, NULL, NULL, hist, NULL);
         run_from_reply(&run, m->msg.plan_id, it->element[2]);
-        decide_run(b, &lead, &run, &trig, now);
+        /* The decision's own line says which outcome moved the run. */
+        if (!decide_run(b, &lead, &run, &trig, now, NULL))
+            add_lead_record(b, m->msg.lead_id, NULL, NULL, hist, NULL);
         nt_lead_fini(&lead);
     }
     /* Outcomes the fetch left for later (a lead already in this batch). */
@@ -946,7 +950,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
             if (lag > nt_metrics.timer_lag_ms_max)
                 nt_metrics.timer_lag_ms_max = lag;
         }
-        if (!decide_run(b, &lead, &run, &trig, now))
+        if (!decide_run(b, &lead, &run, &trig, now, NULL))
             add_fix(b, lead_id, &run,
                     run.status == NT_RUN_ACTIVE && run.due_ms > now ? run.due_ms : 0);
         nt_lead_fini(&lead);
@@ -1018,7 +1022,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
             nt_run_t run;
 
             run_from_reply(&run, rstr(runs->element[j]), runs->element[j + 1]);
-            decide_run(b, &lead, &run, &trig, now);
+            decide_run(b, &lead, &run, &trig, now, NULL);
         }
         nt_lead_fini(&lead);
         free(attrs);

@@ -101,8 +101,13 @@ for _, d in ipairs(b[1]) do
     end
   else
     local node, status, due = d[5], d[6], d[8]
-    redis.call('HSET', rk, 'n', node, 't', tonumber(cur[1]) + 1, 'vi', d[9], 'ne', now, 'd', due,
-               's', status)
+    if status == 'd' then
+      redis.call('HSET', rk, 'n', node, 't', tonumber(cur[1]) + 1, 'vi', d[9], 'ne', now,
+                 'd', due, 's', status, 'x', d[7], 'xt', now)
+    else
+      redis.call('HSET', rk, 'n', node, 't', tonumber(cur[1]) + 1, 'vi', d[9], 'ne', now,
+                 'd', due, 's', status)
+    end
     if d[16] ~= '' then
       count(plan, v .. ':' .. d[16] .. ':cur', -1)
     end
@@ -135,7 +140,6 @@ for _, d in ipairs(b[1]) do
       timeline(lead, 'step', d[14])
     end
     if status == 'd' then
-      redis.call('HSET', rk, 'x', d[7], 'xt', now)
       redis.call('ZREM', KEYS[2], member)
       redis.call('HSET', lk, 'r:' .. plan, 'd')
       count(plan, v .. ':active', -1)
