@@ -95,7 +95,8 @@ while i <= nargs do
   end
   if s == 'o' then
     redis.call('HSET', rk, 'v', ver, 'n', '', 't', t == 1 and '1' or string.format('%d', t),
-      'vi', vi == 0 and '0' or string.format('%d', vi), 'e', now, 'er', nowr, 'ne', now, 'd', now, 's', 'a')
+      'vi', vi == 0 and '0' or string.format('%d', vi), 'e', now, 'er', nowr, 'ne', now,
+      'd', now, 's', 'a')
     timers[#timers + 1] = now
     timers[#timers + 1] = id .. member_tail
     local hk = pre .. 'hist:' .. id
