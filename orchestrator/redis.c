@@ -98,10 +98,9 @@ static void set_state(nt_redis_t *r, int up)
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
 
-static int send_argv(nt_redis_t *r, nt_req_t *q, int argc, const char **argv, const size_t *lens)
+/* A command was handed to hiredis: queue q as pending and count it. */
+static void track(nt_redis_t *r, nt_req_t *q)
 {
-    if (redisAsyncCommandArgv(r->ac, on_reply, q, argc, argv, lens) != REDIS_OK)
-        return -1;
     q->sent_ms = nt_mono_ms();
     if (!q->prev && r->head != q) { /* not yet linked */
         q->prev = r->tail;
@@ -117,6 +116,13 @@ static int send_argv(nt_redis_t *r, nt_req_t *q, int argc, const char **argv, co
         r->roundtrips++;
         event_active(r->rt_ev, EV_TIMEOUT, 0);
     }
+}
+
+static int send_argv(nt_redis_t *r, nt_req_t *q, int argc, const char **argv, const size_t *lens)
+{
+    if (redisAsyncCommandArgv(r->ac, on_reply, q, argc, argv, lens) != REDIS_OK)
+        return -1;
+    track(r, q);
     return 0;
 }
 
@@ -479,19 +485,7 @@ nt_rc_t nt_redis_cmd(nt_redis_t *r, nt_redis_cb *cb, void *arg, const char *fmt,
         free(q);
         return NT_ENOMEM;
     }
-    q->sent_ms = nt_mono_ms();
-    q->prev = r->tail;
-    if (r->tail)
-        r->tail->next = q;
-    else
-        r->head = q;
-    r->tail = q;
-    r->commands++;
-    if (!r->rt_open) {
-        r->rt_open = 1;
-        r->roundtrips++;
-        event_active(r->rt_ev, EV_TIMEOUT, 0);
-    }
+    track(r, q);
     return NT_OK;
 }
 
