@@ -467,25 +467,26 @@ static void on_get_runs(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n,
     reply_lead(r, rep, n);
 }
 
-/* Timeline entries are list items "<at ms>|<kind>|<text>", newest first (LPUSH + LTRIM). */
+/* The timeline is one string of lines "<at ms>|<kind>|<text>", newest first (apply.lua). */
 static json_t *timeline_json(const redisReply *x)
 {
     json_t *arr = json_array();
-    if (!arr || !x || x->type != REDIS_REPLY_ARRAY)
+    if (!arr || !x || x->type != REDIS_REPLY_STRING)
         return arr;
-    for (size_t i = 0; i < x->elements; i++) {
-        const redisReply *e = x->element[i];
-        if (!e || e->type != REDIS_REPLY_STRING)
-            continue;
-        const char *k = memchr(e->str, '|', e->len);
-        const char *m = k ? memchr(k + 1, '|', e->len - (size_t)(k + 1 - e->str)) : NULL;
-        if (!k || !m)
-            continue;
-        json_t *text = json_stringn(m + 1, e->len - (size_t)(m + 1 - e->str));
-        json_array_append_new(arr, json_pack("{s:I,s:s%,s:o}", "at",
-                                             (json_int_t)strtoll(e->str, NULL, 10), "kind", k + 1,
-                                             (size_t)(m - k - 1), "text",
-                                             text ? text : json_string("")));
+    const char *p = x->str, *end = x->str + x->len;
+    while (p < end && json_array_size(arr) < 50) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *e = nl ? nl : end;
+        const char *k = memchr(p, '|', (size_t)(e - p));
+        const char *m = k ? memchr(k + 1, '|', (size_t)(e - k - 1)) : NULL;
+        if (k && m) {
+            json_t *text = json_stringn(m + 1, (size_t)(e - m - 1));
+            json_array_append_new(arr, json_pack("{s:I,s:s%,s:o}", "at",
+                                                 (json_int_t)strtoll(p, NULL, 10), "kind", k + 1,
+                                                 (size_t)(m - k - 1), "text",
+                                                 text ? text : json_string("")));
+        }
+        p = e + 1;
     }
     return arr;
 }
@@ -569,8 +570,8 @@ void nt_api_leads_get(nt_api_req_t *r)
     char key[NT_KEY_MAX];
     const char *a1[] = {"HGETALL", nt_key_lead(key, p, id)};
     nt_api_batch_argv(b, 0, 2, a1, NULL);
-    const char *a2[] = {"LRANGE", nt_key_hist(key, p, id), "0", "49"};
-    nt_api_batch_argv(b, 1, 4, a2, NULL);
+    const char *a2[] = {"GET", nt_key_hist(key, p, id)};
+    nt_api_batch_argv(b, 1, 2, a2, NULL);
     nt_api_batch_go(b);
 }
 

@@ -607,6 +607,10 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
         fprintf(hf, "%sleft plan %s: %s", d->nnotes || prefix ? "; " : "", run->plan_id,
                 d->exit_reason ? d->exit_reason : "");
     fclose(hf);
+    /* One timeline entry is one line: attribute values quoted in notes may hold newlines. */
+    for (char *c = h; c && *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' ';
 
     nt_mp_array(m, 16);
     nt_mp_cstr(m, lead->id);
@@ -932,6 +936,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
         nt_lead_t lead;
         nt_run_t run;
         nt_trigger_t trig = {0};
+        char start[96];
 
         if (it->type != REDIS_REPLY_ARRAY || it->elements != 4)
             continue;
@@ -942,6 +947,8 @@ static void decide_batch(part_t *pt, const redisReply *reply)
             continue;
         }
         trig.kind = run.node[0] == '\0' ? NT_TRIG_START : NT_TRIG_TIMER;
+        if (trig.kind == NT_TRIG_START)
+            snprintf(start, sizeof(start), "enrolled in %.64s v%u", run.plan_id, run.version);
         if (run.due_ms && run.due_ms <= now) {
             int64_t lag = now - run.due_ms;
 
@@ -950,7 +957,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
             if (lag > nt_metrics.timer_lag_ms_max)
                 nt_metrics.timer_lag_ms_max = lag;
         }
-        if (!decide_run(b, &lead, &run, &trig, now, NULL))
+        if (!decide_run(b, &lead, &run, &trig, now, trig.kind == NT_TRIG_START ? start : NULL))
             add_fix(b, lead_id, &run,
                     run.status == NT_RUN_ACTIVE && run.due_ms > now ? run.due_ms : 0);
         nt_lead_fini(&lead);

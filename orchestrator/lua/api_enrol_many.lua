@@ -4,19 +4,19 @@
 -- KEYS[1] nt:{p}:timers  KEYS[2] nt:{p}:stats:<plan>  KEYS[3] nt:{p}:events
 -- ARGV[1] key prefix "nt:{p}:"  ARGV[2] plan id  ARGV[3] version  ARGV[4] now (ms, plan clock)
 -- ARGV[5] now (ms, real clock)  ARGV[6] "1" when the re-entry policy is AFTER_EXIT
--- ARGV[7] re-entry cooldown (ms)  ARGV[8] timeline length
+-- ARGV[7] re-entry cooldown (ms)  ARGV[8] unused (the run's first step writes the timeline
+--   line "enrolled in <plan> v<ver>")
 -- ARGV[9..] per lead: id, then c = 2 * <number of field, value pairs> + <1 when the entry
 --   filter (evaluated by the caller) lets it in, else 0>, then the pairs.
--- Lead, run and timeline keys are built from the prefix (architecture.md, "Keys read inside
+-- Lead and run keys are built from the prefix (architecture.md, "Keys read inside
 -- scripts"): they carry the hash tag of the declared keys.
 -- Returns {statuses, events posted}: statuses has one word per lead, space-separated, in
 -- order: "o" enrolled, "u" upserted only (the caller's entry filter said no), "c" conflict
 -- (active in the plan), "n" done and re-entry never, "w<ms>" re-entry cooldown with ms to go.
 local pre, plan, ver, now, nowr = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local after_exit, cooldown, hmax = ARGV[6] == '1', tonumber(ARGV[7]), tonumber(ARGV[8])
+local after_exit, cooldown = ARGV[6] == '1', tonumber(ARGV[7])
 local rfield = 'r:' .. plan
 local member_tail = '|' .. plan
-local line = now .. '|enrolled|enrolled in ' .. plan .. ' v' .. ver
 local st, timers = {}, {}
 local enrolled, posted = 0, 0
 local i, nargs = 9, #ARGV
@@ -99,10 +99,6 @@ while i <= nargs do
       'd', now, 's', 'a')
     timers[#timers + 1] = now
     timers[#timers + 1] = id .. member_tail
-    local hk = pre .. 'hist:' .. id
-    if redis.call('LPUSH', hk, line) > hmax then
-      redis.call('LTRIM', hk, 0, hmax - 1)
-    end
     enrolled = enrolled + 1
   end
   st[#st + 1] = s

@@ -35,10 +35,30 @@ local function count(plan, f, n)
   t[f] = (t[f] or 0) + n
 end
 
+-- The timeline is one string of lines "<at>|<kind>|<text>", newest first, at most hmax lines:
+-- far smaller in Redis than a list or stream per lead (architecture.md).
 local function timeline(lead, kind, text)
   local hk = pre .. 'hist:' .. lead
-  if redis.call('LPUSH', hk, now .. '|' .. kind .. '|' .. text) > hmax then
-    redis.call('LTRIM', hk, 0, hmax - 1)
+  local entry = now .. '|' .. kind .. '|' .. text
+  local old = redis.call('GET', hk)
+  if not old then
+    redis.call('SET', hk, entry)
+    return
+  end
+  local pos = 0
+  for _ = 1, hmax - 1 do
+    pos = string.find(old, '\n', pos + 1, true)
+    if not pos then
+      break
+    end
+  end
+  if pos then
+    old = string.sub(old, 1, pos - 1)
+  end
+  if hmax > 1 then
+    redis.call('SET', hk, entry .. '\n' .. old)
+  else
+    redis.call('SET', hk, entry)
   end
 end
 

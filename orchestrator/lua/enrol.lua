@@ -1,11 +1,12 @@
 -- Enrol a lead in a plan (POST /v1/leads/{id}/enrol), atomically: the run, its first timer (due
--- now), the lead's r:<plan> mark, the plan's counters and the timeline line. Bulk enrolment
--- applies the same rules in api_enrol_many.lua.
+-- now), the lead's r:<plan> mark and the plan's counters. The run's first step writes the
+-- timeline line "enrolled in <plan> v<ver>". Bulk enrolment applies the same rules in
+-- api_enrol_many.lua.
 -- KEYS[1] nt:{p}:lead:<id>  KEYS[2] nt:{p}:run:<id>:<plan>  KEYS[3] nt:{p}:timers
--- KEYS[4] nt:{p}:stats:<plan>  KEYS[5] nt:{p}:hist:<id>
+-- KEYS[4] nt:{p}:stats:<plan>  KEYS[5] nt:{p}:hist:<id> (unused)
 -- ARGV[1] lead id  ARGV[2] plan id  ARGV[3] version  ARGV[4] now (ms, plan clock)
 -- ARGV[5] now (ms, real clock)  ARGV[6] "1" when the re-entry policy is AFTER_EXIT
--- ARGV[7] re-entry cooldown (ms)  ARGV[8] timeline length
+-- ARGV[7] re-entry cooldown (ms)  ARGV[8] unused
 -- Returns {"ok", token}, {"missing"} (no lead), {"conflict"} (active in the plan), {"never"}
 -- (done, re-entry never) or {"cooldown", ms to go}.
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -39,9 +40,4 @@ redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1] .. '|' .. ARGV[2])
 redis.call('HSET', KEYS[1], 'r:' .. ARGV[2], 'a')
 redis.call('HINCRBY', KEYS[4], ARGV[3] .. ':enrolled', 1)
 redis.call('HINCRBY', KEYS[4], ARGV[3] .. ':active', 1)
-local hmax = tonumber(ARGV[8])
-if redis.call('LPUSH', KEYS[5], ARGV[4] .. '|enrolled|enrolled in ' .. ARGV[2] .. ' v' .. ARGV[3])
-    > hmax then
-  redis.call('LTRIM', KEYS[5], 0, hmax - 1)
-end
 return {'ok', string.format('%d', t)}
