@@ -46,6 +46,11 @@ struct dmsg {
     struct event *retry_ev;
     char *outcome;          /* once done */
     char *detail;
+    /* The lead and run as this worker committed them, so that the outcome can be decided
+     * without reading them back (has_snap 0: read them, e.g. after a take-over). */
+    int has_snap;
+    nt_lead_t snap_lead;
+    nt_run_t snap_run;      /* plan_id and node point into msg */
     dmsg_t *prev, *next;
 };
 
@@ -200,6 +205,8 @@ static void dmsg_free(dmsg_t *m)
     free(m->entry);
     free(m->outcome);
     free(m->detail);
+    if (m->has_snap)
+        nt_lead_fini(&m->snap_lead);
     free(m);
 }
 
@@ -264,9 +271,9 @@ static int lead_field_for_channel(const char *k, const char **name)
 
 /* A message as decided: the lead as it stands after the decision. */
 static dmsg_t *dmsg_from_decision(part_t *pt, const nt_lead_t *lead, const nt_run_t *run,
-                                  const nt_outmsg_t *o)
+                                  const nt_decision_t *d, const nt_outmsg_t *o)
 {
-    dmsg_t *m = dmsg_alloc(pt, 8 + 2 * o->nparams + 2 * lead->nfields, o->nparams,
+    dmsg_t *m = dmsg_alloc(pt, 9 + 2 * o->nparams + 2 * lead->nfields, o->nparams,
                            lead->nfields);
     size_t nl = 0;
 
@@ -296,6 +303,25 @@ static dmsg_t *dmsg_from_decision(part_t *pt, const nt_lead_t *lead, const nt_ru
     m->msg.lead = m->lead;
     m->msg.nlead = nl;
     m->mod = nt_modules_find(pt->w->mods, o->channel);
+    /* What apply.lua will have made of the run once it commits this decision. */
+    if (d->status == NT_RUN_ACTIVE && nt_lead_init(&m->snap_lead, lead->id) == 0) {
+        int ok = 1;
+
+        m->has_snap = 1;
+        for (size_t i = 0; ok && i < lead->nfields; i++)
+            ok = nt_lead_set(&m->snap_lead, lead->fields[i].key, lead->fields[i].value) == 0;
+        m->snap_run = *run;
+        m->snap_run.plan_id = m->msg.plan_id;
+        m->snap_run.node = keep(m, d->node ? d->node : "");
+        m->snap_run.token = run->token + 1;
+        m->snap_run.visit = d->visit;
+        m->snap_run.due_ms = d->due_ms;
+        m->snap_run.status = NT_RUN_ACTIVE;
+        if (!ok) {
+            nt_lead_fini(&m->snap_lead);
+            m->has_snap = 0;
+        }
+    }
     return m;
 }
 
@@ -646,7 +672,7 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
             nt_mp_cstr(m, o->params[j].key);
             nt_mp_cstr(m, o->params[j].value ? o->params[j].value : "");
         }
-        b->msgs[b->nmsgs++] = dmsg_from_decision(b->pt, lead, run, o);
+        b->msgs[b->nmsgs++] = dmsg_from_decision(b->pt, lead, run, d, o);
     }
     nt_mp_str(m, h ? h : "", h ? hl : 0);
     free(h);
@@ -765,6 +791,7 @@ static int load_missing_plans(part_t *pt, const redisReply *reply)
         long long k = it->type == REDIS_REPLY_ARRAY && it->elements == 3
                           ? rint_(it->element[0]) : -1;
 
+        /* (snapshot outcomes, one element, were decided on a plan this worker has) */
         if (k >= 0 && (size_t)k < pt->ntaken)
             need_plan(pt, pt->taken[k]->msg.plan_id, it->element[2]);
     }
@@ -887,7 +914,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
     /* Outcomes of messages delivered from memory. */
     for (size_t i = 0; b->outs && i < outcomes->elements; i++) {
         const redisReply *it = outcomes->element[i];
-        long long k = it->type == REDIS_REPLY_ARRAY && it->elements == 3
+        long long k = it->type == REDIS_REPLY_ARRAY && (it->elements == 3 || it->elements == 1)
                           ? rint_(it->element[0]) : -1;
         dmsg_t *m;
         nt_kv_t attrs[5];
@@ -913,13 +940,19 @@ static void decide_batch(part_t *pt, const redisReply *reply)
         trig.type = NT_EVENT_OUTCOME;
         trig.attrs = attrs;
         trig.nattrs = 5;
+        snprintf(hist, sizeof(hist), "%.60s: %.60s", m->msg.node_id, attrs[3].value);
+        if (it->elements == 1) {
+            /* Decided on the snapshot this worker committed; the state token still guards. */
+            if (!decide_run(b, &m->snap_lead, &m->snap_run, &trig, now, NULL))
+                add_lead_record(b, m->msg.lead_id, NULL, NULL, hist, NULL);
+            continue;
+        }
         if (it->element[1]->elements == 0)
             continue; /* the lead is gone: the entry is deleted all the same */
         if (lead_from_reply(&lead, m->msg.lead_id, it->element[1]) != 0) {
             nt_lead_fini(&lead);
             continue;
         }
-        snprintf(hist, sizeof(hist), "%.60s: %.60s", m->msg.node_id, attrs[3].value);
         run_from_reply(&run, m->msg.plan_id, it->element[2]);
         /* The decision's own line says which outcome moved the run. */
         if (!decide_run(b, &lead, &run, &trig, now, NULL))
@@ -1165,7 +1198,9 @@ static void fetch(part_t *pt)
         pt->ndone--;
         pt->taken[pt->ntaken++] = m;
         argv[k++] = m->msg.lead_id;
-        argv[k++] = m->msg.plan_id;
+        /* "": decided from the snapshot in memory; the fetch only keeps the lead's other
+         * timers and events out of this batch. */
+        argv[k++] = m->has_snap ? "" : m->msg.plan_id;
     }
     pt->busy = 1;
     if (nt_redis_script(w->redis, "fetch", on_fetched, pt, 3, (int)k, argv, NULL) != NT_OK) {

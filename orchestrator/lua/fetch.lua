@@ -3,12 +3,13 @@
 -- ARGV[1] worker  ARGV[2] fencing token  ARGV[3] now (plan ms)  ARGV[4] max items
 -- ARGV[5] key prefix "nt:{p}:"  ARGV[6] reclaim idle ms (events of a dead worker)
 -- ARGV[7] '1': outcomes only (shutting down)  ARGV[8..] lead, plan pairs: runs whose message a
--- channel has just delivered (outcomes kept in the worker's memory, which come first)
+-- channel has just delivered (outcomes kept in the worker's memory, which come first); plan ""
+-- when the worker decides on its own snapshot and needs nothing read
 -- Returns {'FENCED'} when the caller does not hold the lease, else
 -- {'OK', next_due, timers, events, outcomes} where
 --   timers = { {lead, plan, leadfields, runfields}, ... }
 --   events = { {id, lead, eventfields, leadfields, {plan, runfields, ...}}, ... }
---   outcomes = { {index of the pair (0-based), leadfields, runfields}, ... }
+--   outcomes = { {index of the pair (0-based), leadfields, runfields} or {index}, ... }
 -- At most one item per lead: a lead's further timers and events wait for the next batch (its
 -- events stay pending in the consumer group and come first next time), so a batch never holds
 -- two decisions for one run.
@@ -23,8 +24,13 @@ for i = 8, #ARGV - 1, 2 do
   local lead, plan = ARGV[i], ARGV[i + 1]
   if not seen[lead] then
     seen[lead] = true
-    outcomes[#outcomes + 1] = {(i - 8) / 2, redis.call('HGETALL', pre .. 'lead:' .. lead),
-                               redis.call('HGETALL', pre .. 'run:' .. lead .. ':' .. plan)}
+    if plan == '' then
+      -- the caller decides this one on its own snapshot
+      outcomes[#outcomes + 1] = {(i - 8) / 2}
+    else
+      outcomes[#outcomes + 1] = {(i - 8) / 2, redis.call('HGETALL', pre .. 'lead:' .. lead),
+                                 redis.call('HGETALL', pre .. 'run:' .. lead .. ':' .. plan)}
+    end
   end
 end
 if ARGV[7] == '1' then
