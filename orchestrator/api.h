@@ -172,6 +172,5 @@ void nt_api_plans_list(nt_api_req_t *r);
 void nt_api_plans_get(nt_api_req_t *r);
 void nt_api_plans_activate(nt_api_req_t *r);
 void nt_api_plans_stats(nt_api_req_t *r);
-void nt_api_plans_enrol(nt_api_req_t *r);
 
 #endif
