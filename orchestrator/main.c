@@ -52,6 +52,45 @@ static nt_rc_t host_post_event(const char *lead_id, const char *type, const nt_k
                     : NT_EUNAVAIL;
 }
 
+/* A transfer a plugin started through host.curl_add. Once the plugins are shut down (their
+ * code may be unmapped) a late completion only cleans the handle up. */
+typedef struct host_xfer {
+    void (*done)(void *easy, int curl_code, void *arg);
+    void *arg;
+} host_xfer_t;
+
+static int host_plugins_down;
+
+static void host_curl_done(CURL *easy, CURLcode result, void *arg)
+{
+    host_xfer_t *x = arg;
+
+    if (host_plugins_down)
+        curl_easy_cleanup(easy);
+    else
+        x->done(easy, (int)result, x->arg);
+    free(x);
+}
+
+static int host_curl_add(void *easy, void (*done)(void *easy, int curl_code, void *arg),
+                         void *arg)
+{
+    host_xfer_t *x;
+
+    if (!d.curlm || !easy || !done || host_plugins_down)
+        return -1;
+    x = malloc(sizeof(*x));
+    if (!x)
+        return -1;
+    x->done = done;
+    x->arg = arg;
+    if (nt_curlm_add(d.curlm, easy, host_curl_done, x) != 0) {
+        free(x);
+        return -1;
+    }
+    return 0;
+}
+
 static nt_channel_host_t host = {
     .abi_version = NT_CHANNEL_ABI_VERSION,
     .size = sizeof(nt_channel_host_t),
@@ -59,6 +98,7 @@ static nt_channel_host_t host = {
     .config = host_config,
     .now_ms = nt_now_ms,
     .post_event = host_post_event,
+    .curl_add = host_curl_add,
 };
 
 /* ---- tokens ------------------------------------------------------------------------------- */
@@ -276,6 +316,7 @@ out:
     nt_http_free(d.http);
     nt_worker_free(d.worker);
     nt_modules_free(d.mods);
+    host_plugins_down = 1;
     nt_plans_free(d.plans);
     nt_curlm_free(d.curlm);
     nt_redis_free(d.redis);

@@ -89,6 +89,23 @@ typedef struct nt_channel_host {
      */
     nt_rc_t (*post_event)(const char *lead_id, const char *type, const nt_kv_t *attrs,
                           size_t nattrs);
+    /**
+     * Start a libcurl transfer on the loop's multi handle. Appended after post_event: read it
+     * only when `size` covers it (`size >= offsetof(nt_channel_host_t, curl_add) +
+     * sizeof(void *)`) and it is not NULL.
+     *
+     * `easy` is a CURL * the plugin created and configured; it must not set CURLOPT_PRIVATE,
+     * which the host uses for its own record. Returns 0 when the transfer started, after which
+     * `done` fires exactly once on the loop with curl's CURLcode (CURLE_OK = 0) and `arg`; the
+     * plugin then owns `easy` again (curl_easy_getinfo works, curl_easy_cleanup is its job).
+     * Returns -1 when the transfer could not start (done never fires).
+     *
+     * Shutdown: transfers still in flight when the plugin's shutdown hook runs are the host's.
+     * The plugin must not clean up such an easy handle (nor call done's work); it may call
+     * curl_multi_remove_handle(curl_multi, easy) to stop it and free what the handle points to.
+     * The host cleans those handles up later and never calls a done of an unloaded plugin.
+     */
+    int (*curl_add)(void *easy, void (*done)(void *easy, int curl_code, void *arg), void *arg);
 } nt_channel_host_t;
 
 /** Describes one channel parameter, for validation before a plan is published. */
