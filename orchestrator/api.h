@@ -72,6 +72,15 @@ int nt_api_need_redis(nt_api_req_t *r);
 /* A value of the query string, or NULL (malloc'd, caller frees). */
 char *nt_api_query(const nt_api_req_t *r, const char *name);
 
+/* Allocate size zeroed bytes as the handler state r->ctx, freed with ctx_free (taken as is) with
+ * the request. Returns the state, or NULL after replying 500 when out of memory. */
+void *nt_api_ctx_new(nt_api_req_t *r, size_t size, void (*ctx_free)(void *));
+
+/* Check the id in the path (r->seg[2]) of a plan or lead route. Returns 0, or -1 after replying
+ * 400 bad_request. */
+int nt_api_path_plan_id(nt_api_req_t *r);
+int nt_api_path_lead_id(nt_api_req_t *r);
+
 /* --- Redis batches: n commands issued together, one completion with every reply ------------ */
 
 /* replies[i] is a copy (freed after the call) or NULL when command i failed; rc is NT_OK or the
@@ -104,6 +113,22 @@ void nt_api_argv_addf(nt_api_argv_t *a, const char *fmt, ...) __attribute__((for
 void nt_api_argv_fini(nt_api_argv_t *a);
 /* Non-zero when an allocation failed on the way. */
 int nt_api_argv_failed(const nt_api_argv_t *a);
+
+/* A batch of one: issue the command argv (argc strings), or the script name with the arguments
+ * in a (finalised here in every case); done gets the reply. When out of memory they reply 500
+ * and done does not fire. */
+void nt_api_command(nt_api_req_t *r, int argc, const char **argv, nt_api_batch_fn *done, void *arg);
+void nt_api_script(nt_api_req_t *r, const char *name, int nkeys, nt_api_argv_t *a,
+                   nt_api_batch_fn *done, void *arg);
+
+/* Non-zero when x is an array of at least min elements whose first is a string, the shape every
+ * script answers in; else logs "<script>: <the error or 'unexpected reply'>" and returns 0. */
+int nt_api_script_reply_ok(const redisReply *x, size_t min, const char *script);
+
+/* The value of field name in a flat HGETALL array (borrowed from flat), or NULL. */
+const char *nt_api_flat_str(const redisReply *flat, const char *name);
+/* The value of field name in a flat HGETALL array as an integer, or def when absent. */
+int64_t nt_api_flat_int(const redisReply *flat, const char *name, int64_t def);
 
 /* --- Input ------------------------------------------------------------------------------------ */
 

@@ -8,7 +8,6 @@
 #include "api.h"
 #include "clock.h"
 #include "keys.h"
-#include "log.h"
 #include "metrics.h"
 
 #define MAX_EVENT_ATTRS 256
@@ -32,10 +31,7 @@ static void on_posted(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, v
         return;
     }
     redisReply *x = rep[0];
-    if (!x || x->type != REDIS_REPLY_ARRAY || x->elements < 1 ||
-        x->element[0]->type != REDIS_REPLY_STRING) {
-        nt_log_error("http", "event_post: %s",
-                     x && x->type == REDIS_REPLY_ERROR ? x->str : "unexpected reply");
+    if (!nt_api_script_reply_ok(x, 1, "event_post")) {
         nt_api_error(r, 500, "internal", "the event could not be stored");
         return;
     }
@@ -114,14 +110,14 @@ void nt_api_events_post(nt_api_req_t *r)
     }
     if (nt_api_need_redis(r))
         return;
-    event_ctx_t *c = calloc(1, sizeof(*c));
-    if (!c || !(c->lead = strdup(json_string_value(lead)))) {
-        free(c);
+    event_ctx_t *c = nt_api_ctx_new(r, sizeof(*c), event_ctx_free);
+    if (!c)
+        return;
+    c->lead = strdup(json_string_value(lead));
+    if (!c->lead) {
         nt_api_error(r, 500, "internal", "out of memory");
         return;
     }
-    r->ctx = c;
-    r->ctx_free = event_ctx_free;
 
     nt_api_argv_t a = {0};
     char k[NT_KEY_MAX];
@@ -137,15 +133,5 @@ void nt_api_events_post(nt_api_req_t *r)
         nt_api_argv_add(&a, key);
         nt_api_argv_addb(&a, json_string_value(v), json_string_length(v));
     }
-    nt_api_batch_t *b = nt_api_batch_new(r, 1, on_posted, NULL);
-    if (!b || nt_api_argv_failed(&a)) {
-        nt_api_argv_fini(&a);
-        nt_api_error(r, 500, "internal", "out of memory");
-        if (b)
-            nt_api_batch_go(b);
-        return;
-    }
-    nt_api_batch_script(b, 0, "event_post", 2, a.n, (const char **)a.v, a.len);
-    nt_api_argv_fini(&a);
-    nt_api_batch_go(b);
+    nt_api_script(r, "event_post", 2, &a, on_posted, NULL);
 }

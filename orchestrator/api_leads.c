@@ -143,16 +143,10 @@ fail:
     return -1;
 }
 
-int nt_api_lead_put_args(const nt_api_req_t *r, const char *id, const nt_api_lead_in_t *in,
-                         const char *mode, nt_api_argv_t *a)
+/* Append the field-value pairs a lead object writes: its attributes, then _score and _stage
+ * when given. */
+static void lead_fields_args(const nt_api_lead_in_t *in, nt_api_argv_t *a)
 {
-    char key[NT_KEY_MAX];
-    unsigned p = nt_partition(id, r->d.cfg->partitions);
-    nt_api_argv_add(a, nt_key_lead(key, p, id));
-    nt_api_argv_add(a, nt_key_part(key, p, "events"));
-    nt_api_argv_add(a, mode);
-    nt_api_argv_add(a, id);
-    nt_api_argv_addf(a, "%" PRId64, nt_now_ms());
     for (size_t i = 0; i < in->nattrs; i++) {
         nt_api_argv_add(a, in->attrs[i].key);
         nt_api_argv_add(a, in->attrs[i].value);
@@ -165,6 +159,19 @@ int nt_api_lead_put_args(const nt_api_req_t *r, const char *id, const nt_api_lea
         nt_api_argv_add(a, "_stage");
         nt_api_argv_add(a, nt_stage_name(in->stage));
     }
+}
+
+int nt_api_lead_put_args(const nt_api_req_t *r, const char *id, const nt_api_lead_in_t *in,
+                         const char *mode, nt_api_argv_t *a)
+{
+    char key[NT_KEY_MAX];
+    unsigned p = nt_partition(id, r->d.cfg->partitions);
+    nt_api_argv_add(a, nt_key_lead(key, p, id));
+    nt_api_argv_add(a, nt_key_part(key, p, "events"));
+    nt_api_argv_add(a, mode);
+    nt_api_argv_add(a, id);
+    nt_api_argv_addf(a, "%" PRId64, nt_now_ms());
+    lead_fields_args(in, a);
     return 2;
 }
 
@@ -206,27 +213,43 @@ static int64_t duration_ms(const Nt__Duration *d)
            (int64_t)d->seconds * 1000;
 }
 
-int nt_api_enrol_args(const nt_api_req_t *r, const char *lead_id, const nt_plan_t *plan,
+/* Append the plan arguments enrol.lua and api_enrol_many.lua share: id, version, now (engine
+ * and real clocks), the re-entry policy after_exit and its cooldown, and the timeline cap. */
+static void plan_args(const nt_api_req_t *r, const Nt__Workflow *wf, int64_t now, int64_t now_real,
                       nt_api_argv_t *a)
 {
-    const Nt__Workflow *wf = plan->wf;
-    char key[NT_KEY_MAX], what[NT_KEY_MAX];
-    unsigned p = nt_partition(lead_id, r->d.cfg->partitions);
-    nt_api_argv_add(a, nt_key_lead(key, p, lead_id));
-    nt_api_argv_add(a, nt_key_run(key, p, lead_id, wf->id));
-    nt_api_argv_add(a, nt_key_part(key, p, "timers"));
-    snprintf(what, sizeof(what), "stats:%s", wf->id);
-    nt_api_argv_add(a, nt_key_part(key, p, what));
-    nt_api_argv_add(a, nt_key_hist(key, p, lead_id));
-    nt_api_argv_add(a, lead_id);
     nt_api_argv_add(a, wf->id);
     nt_api_argv_addf(a, "%u", wf->version);
-    nt_api_argv_addf(a, "%" PRId64, nt_now_ms());
-    nt_api_argv_addf(a, "%" PRId64, nt_real_ms());
+    nt_api_argv_addf(a, "%" PRId64, now);
+    nt_api_argv_addf(a, "%" PRId64, now_real);
     int after_exit = wf->reentry && wf->reentry->policy == NT__RE_ENTRY__POLICY__AFTER_EXIT;
     nt_api_argv_add(a, after_exit ? "1" : "0");
     nt_api_argv_addf(a, "%" PRId64, after_exit ? duration_ms(wf->reentry->cooldown) : 0);
     nt_api_argv_addf(a, "%d", r->d.cfg->timeline_max > 0 ? r->d.cfg->timeline_max : 20);
+}
+
+/* Append the partition's key of the plan's stats hash. */
+static void stats_key_arg(unsigned p, const Nt__Workflow *wf, nt_api_argv_t *a)
+{
+    char key[NT_KEY_MAX], what[NT_KEY_MAX];
+    snprintf(what, sizeof(what), "stats:%s", wf->id);
+    nt_api_argv_add(a, nt_key_part(key, p, what));
+}
+
+int nt_api_enrol_args(const nt_api_req_t *r, const char *lead_id, const nt_plan_t *plan,
+                      nt_api_argv_t *a)
+{
+    const Nt__Workflow *wf = plan->wf;
+    char key[NT_KEY_MAX];
+    unsigned p = nt_partition(lead_id, r->d.cfg->partitions);
+    nt_api_argv_add(a, nt_key_lead(key, p, lead_id));
+    nt_api_argv_add(a, nt_key_run(key, p, lead_id, wf->id));
+    nt_api_argv_add(a, nt_key_part(key, p, "timers"));
+    stats_key_arg(p, wf, a);
+    nt_api_argv_add(a, nt_key_hist(key, p, lead_id));
+    nt_api_argv_add(a, lead_id);
+    int64_t now = nt_now_ms();
+    plan_args(r, wf, now, nt_real_ms(), a);
     return 5;
 }
 
@@ -303,10 +326,7 @@ static void on_put(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void
         nt_api_error(r, 404, "not_found", "no lead %s", c->id);
         return;
     }
-    if (!x || x->type != REDIS_REPLY_ARRAY || x->elements < 3 ||
-        x->element[0]->type != REDIS_REPLY_STRING) {
-        nt_log_error("http", "lead_put: %s",
-                     x && x->type == REDIS_REPLY_ERROR ? x->str : "unexpected reply");
+    if (!nt_api_script_reply_ok(x, 3, "lead_put")) {
         nt_api_error(r, 500, "internal", "the lead update failed");
         return;
     }
@@ -326,13 +346,9 @@ static void on_put(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void
 static void lead_put(nt_api_req_t *r, int create)
 {
     char err[512];
-    put_ctx_t *c = calloc(1, sizeof(*c));
-    if (!c) {
-        nt_api_error(r, 500, "internal", "out of memory");
+    put_ctx_t *c = nt_api_ctx_new(r, sizeof(*c), put_ctx_free);
+    if (!c)
         return;
-    }
-    r->ctx = c;
-    r->ctx_free = put_ctx_free;
     c->create = create;
     if (create) {
         if (nt_api_lead_parse(r->body, NT_API_ID_REQUIRED, "", &c->in, err, sizeof(err)) != 0) {
@@ -341,12 +357,8 @@ static void lead_put(nt_api_req_t *r, int create)
         }
         c->id = strdup(c->in.id);
     } else {
-        if (!nt_lead_id_valid(r->seg[2])) {
-            nt_api_error(r, 400, "bad_request",
-                         "the lead id in the path is not valid (1 to 128 of A-Z a-z 0-9 . _ @ + "
-                         "-)");
+        if (nt_api_path_lead_id(r))
             return;
-        }
         if (nt_api_lead_parse(r->body, NT_API_ID_FORBIDDEN, "", &c->in, err, sizeof(err)) != 0) {
             nt_api_error(r, 400, "bad_request", "%s", err);
             return;
@@ -361,17 +373,7 @@ static void lead_put(nt_api_req_t *r, int create)
         return;
     nt_api_argv_t a = {0};
     int nkeys = nt_api_lead_put_args(r, c->id, &c->in, create ? "upsert" : "update", &a);
-    nt_api_batch_t *b = nt_api_batch_new(r, 1, on_put, NULL);
-    if (!b || nt_api_argv_failed(&a)) {
-        nt_api_argv_fini(&a);
-        nt_api_error(r, 500, "internal", "out of memory");
-        if (b)
-            nt_api_batch_go(b);
-        return;
-    }
-    nt_api_batch_script(b, 0, "lead_put", nkeys, a.n, (const char **)a.v, a.len);
-    nt_api_argv_fini(&a);
-    nt_api_batch_go(b);
+    nt_api_script(r, "lead_put", nkeys, &a, on_put, NULL);
 }
 
 void nt_api_leads_post(nt_api_req_t *r)
@@ -404,18 +406,6 @@ static void get_ctx_free(void *p)
     free(c);
 }
 
-static const char *flat_get(const redisReply *flat, const char *name)
-{
-    if (!flat || flat->type != REDIS_REPLY_ARRAY)
-        return NULL;
-    for (size_t i = 0; i + 1 < flat->elements; i += 2)
-        if (flat->element[i]->type == REDIS_REPLY_STRING &&
-            strcmp(flat->element[i]->str, name) == 0 &&
-            flat->element[i + 1]->type == REDIS_REPLY_STRING)
-            return flat->element[i + 1]->str;
-    return NULL;
-}
-
 static json_t *int_or_null(const char *s)
 {
     if (!s || !*s)
@@ -433,19 +423,20 @@ static void reply_lead(nt_api_req_t *r, redisReply **runs, size_t nruns)
         const redisReply *h = runs[i];
         if (!h || h->type != REDIS_REPLY_ARRAY || h->elements == 0)
             continue;
-        const char *node = flat_get(h, "n");
-        const char *s = flat_get(h, "s");
-        const char *x = flat_get(h, "x");
-        const char *vi = flat_get(h, "vi");
-        const char *v = flat_get(h, "v");
-        json_array_append_new(
-            arr, json_pack("{s:s,s:I,s:o,s:s,s:I,s:o,s:o,s:o}", "plan", c->plans[i], "version",
-                           (json_int_t)(v ? strtoll(v, NULL, 10) : 0), "node",
-                           node && *node ? json_string(node) : json_null(), "status",
-                           s && strcmp(s, "a") == 0 ? "active" : "done", "visit",
-                           (json_int_t)(vi ? strtoll(vi, NULL, 10) : 0), "exit_reason",
-                           x && *x ? json_string(x) : json_null(), "entered_at",
-                           int_or_null(flat_get(h, "e")), "due_at", int_or_null(flat_get(h, "d"))));
+        const char *node = nt_api_flat_str(h, "n");
+        const char *s = nt_api_flat_str(h, "s");
+        const char *x = nt_api_flat_str(h, "x");
+        const char *vi = nt_api_flat_str(h, "vi");
+        const char *v = nt_api_flat_str(h, "v");
+        json_array_append_new(arr,
+                              json_pack("{s:s,s:I,s:o,s:s,s:I,s:o,s:o,s:o}", "plan", c->plans[i],
+                                        "version", (json_int_t)(v ? strtoll(v, NULL, 10) : 0),
+                                        "node", node && *node ? json_string(node) : json_null(),
+                                        "status", s && strcmp(s, "a") == 0 ? "active" : "done",
+                                        "visit", (json_int_t)(vi ? strtoll(vi, NULL, 10) : 0),
+                                        "exit_reason", x && *x ? json_string(x) : json_null(),
+                                        "entered_at", int_or_null(nt_api_flat_str(h, "e")),
+                                        "due_at", int_or_null(nt_api_flat_str(h, "d"))));
     }
     if (!body || !arr) {
         json_decref(body);
@@ -481,10 +472,9 @@ static json_t *timeline_json(const redisReply *x)
         const char *m = k ? memchr(k + 1, '|', (size_t)(e - k - 1)) : NULL;
         if (k && m) {
             json_t *text = json_stringn(m + 1, (size_t)(e - m - 1));
-            json_array_append_new(arr, json_pack("{s:I,s:s%,s:o}", "at",
-                                                 (json_int_t)strtoll(p, NULL, 10), "kind", k + 1,
-                                                 (size_t)(m - k - 1), "text",
-                                                 text ? text : json_string("")));
+            json_array_append_new(
+                arr, json_pack("{s:I,s:s%,s:o}", "at", (json_int_t)strtoll(p, NULL, 10), "kind",
+                               k + 1, (size_t)(m - k - 1), "text", text ? text : json_string("")));
         }
         p = e + 1;
     }
@@ -546,21 +536,15 @@ static void on_get_lead(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n,
 void nt_api_leads_get(nt_api_req_t *r)
 {
     const char *id = r->seg[2];
-    if (!nt_lead_id_valid(id)) {
-        nt_api_error(r, 400, "bad_request",
-                     "the lead id in the path is not valid (1 to 128 of A-Z a-z 0-9 . _ @ + -)");
+    if (nt_api_path_lead_id(r) || nt_api_need_redis(r))
         return;
-    }
-    if (nt_api_need_redis(r))
+    get_ctx_t *c = nt_api_ctx_new(r, sizeof(*c), get_ctx_free);
+    if (!c)
         return;
-    get_ctx_t *c = calloc(1, sizeof(*c));
-    if (!c || nt_lead_init(&c->lead, id) != 0) {
-        free(c);
+    if (nt_lead_init(&c->lead, id) != 0) {
         nt_api_error(r, 500, "internal", "out of memory");
         return;
     }
-    r->ctx = c;
-    r->ctx_free = get_ctx_free;
     nt_api_batch_t *b = nt_api_batch_new(r, 2, on_get_lead, NULL);
     if (!b) {
         nt_api_error(r, 500, "internal", "out of memory");
@@ -653,17 +637,7 @@ static void enrol_continue(nt_api_req_t *r)
     }
     nt_api_argv_t a = {0};
     int nkeys = nt_api_enrol_args(r, c->lead_id, c->plan, &a);
-    nt_api_batch_t *b = nt_api_batch_new(r, 1, on_enrolled, NULL);
-    if (!b || nt_api_argv_failed(&a)) {
-        nt_api_argv_fini(&a);
-        nt_api_error(r, 500, "internal", "out of memory");
-        if (b)
-            nt_api_batch_go(b);
-        return;
-    }
-    nt_api_batch_script(b, 0, "enrol", nkeys, a.n, (const char **)a.v, a.len);
-    nt_api_argv_fini(&a);
-    nt_api_batch_go(b);
+    nt_api_script(r, "enrol", nkeys, &a, on_enrolled, NULL);
 }
 
 static void on_enrol_lead(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
@@ -699,11 +673,8 @@ void nt_api_leads_enrol(nt_api_req_t *r)
     static const char *const allowed[] = {"plan", NULL};
     char err[256];
     const char *id = r->seg[2];
-    if (!nt_lead_id_valid(id)) {
-        nt_api_error(r, 400, "bad_request",
-                     "the lead id in the path is not valid (1 to 128 of A-Z a-z 0-9 . _ @ + -)");
+    if (nt_api_path_lead_id(r))
         return;
-    }
     if (nt_api_only_fields(r->body, allowed, "", err, sizeof(err)) != 0) {
         nt_api_error(r, 400, "bad_request", "%s", err);
         return;
@@ -720,17 +691,12 @@ void nt_api_leads_enrol(nt_api_req_t *r)
     }
     if (nt_api_need_redis(r))
         return;
-    enrol_ctx_t *c = calloc(1, sizeof(*c));
-    if (!c || nt_lead_init(&c->lead, id) != 0) {
-        free(c);
-        nt_api_error(r, 500, "internal", "out of memory");
+    enrol_ctx_t *c = nt_api_ctx_new(r, sizeof(*c), enrol_ctx_free);
+    if (!c)
         return;
-    }
-    r->ctx = c;
-    r->ctx_free = enrol_ctx_free;
     c->lead_id = strdup(id);
     c->plan_id = strdup(json_string_value(plan));
-    if (!c->lead_id || !c->plan_id) {
+    if (nt_lead_init(&c->lead, id) != 0 || !c->lead_id || !c->plan_id) {
         nt_api_error(r, 500, "internal", "out of memory");
         return;
     }
@@ -853,9 +819,8 @@ static void bulk_reply(nt_api_req_t *r)
             snprintf(msg, sizeof(msg), "the enrolment of lead %s failed", id);
             break;
         }
-        json_array_append_new(skipped,
-                              json_pack("{s:s,s:s,s:s}", "id", id, "reason", reason, "message",
-                                        msg));
+        json_array_append_new(
+            skipped, json_pack("{s:s,s:s,s:s}", "id", id, "reason", reason, "message", msg));
     }
     nt_metrics.runs_enrolled += enrolled;
     for (unsigned p = 0; p < parts; p++)
@@ -871,12 +836,8 @@ static void bulk_reply(nt_api_req_t *r)
 static int bulk_statuses(nt_api_req_t *r, size_t call, const redisReply *x, int *posted)
 {
     bulk_ctx_t *c = r->ctx;
-    if (!x || x->type != REDIS_REPLY_ARRAY || x->elements < 2 ||
-        x->element[0]->type != REDIS_REPLY_STRING) {
-        nt_log_error("http", "api_enrol_many: %s",
-                     x && x->type == REDIS_REPLY_ERROR ? x->str : "unexpected reply");
+    if (!nt_api_script_reply_ok(x, 2, "api_enrol_many"))
         return -1;
-    }
     *posted = x->element[1]->type == REDIS_REPLY_INTEGER && x->element[1]->integer > 0;
     const char *s = x->element[0]->str;
     const size_t *idx = c->order + c->call_first[call];
@@ -978,43 +939,24 @@ static void bulk_write(nt_api_req_t *r)
         nt_api_error(r, 500, "internal", "out of memory");
         return;
     }
-    int after_exit = wf->reentry && wf->reentry->policy == NT__RE_ENTRY__POLICY__AFTER_EXIT;
     int64_t now = nt_now_ms(), now_real = nt_real_ms();
     int oom = 0;
     for (size_t call = 0; call < c->ncalls; call++) {
         const size_t *idx = c->order + c->call_first[call];
         unsigned p = part[idx[0]];
-        char key[NT_KEY_MAX], what[NT_KEY_MAX];
+        char key[NT_KEY_MAX];
         nt_api_argv_t a = {0};
         nt_api_argv_add(&a, nt_key_part(key, p, "timers"));
-        snprintf(what, sizeof(what), "stats:%s", wf->id);
-        nt_api_argv_add(&a, nt_key_part(key, p, what));
+        stats_key_arg(p, wf, &a);
         nt_api_argv_add(&a, nt_key_part(key, p, "events"));
         nt_api_argv_addf(&a, "nt:{%u}:", p);
-        nt_api_argv_add(&a, wf->id);
-        nt_api_argv_addf(&a, "%u", wf->version);
-        nt_api_argv_addf(&a, "%" PRId64, now);
-        nt_api_argv_addf(&a, "%" PRId64, now_real);
-        nt_api_argv_add(&a, after_exit ? "1" : "0");
-        nt_api_argv_addf(&a, "%" PRId64, after_exit ? duration_ms(wf->reentry->cooldown) : 0);
-        nt_api_argv_addf(&a, "%d", r->d.cfg->timeline_max > 0 ? r->d.cfg->timeline_max : 20);
+        plan_args(r, wf, now, now_real, &a);
         for (size_t k = 0; k < c->call_count[call]; k++) {
             const nt_api_lead_in_t *in = &c->leads[idx[k]];
             size_t pairs = in->nattrs + (in->has_score ? 1 : 0) + (in->stage ? 1 : 0);
             nt_api_argv_add(&a, in->id);
             nt_api_argv_addf(&a, "%zu", 2 * pairs + (c->eligible[idx[k]] ? 1 : 0));
-            for (size_t j = 0; j < in->nattrs; j++) {
-                nt_api_argv_add(&a, in->attrs[j].key);
-                nt_api_argv_add(&a, in->attrs[j].value);
-            }
-            if (in->has_score) {
-                nt_api_argv_add(&a, "_score");
-                nt_api_argv_addf(&a, "%" PRId64, in->score);
-            }
-            if (in->stage) {
-                nt_api_argv_add(&a, "_stage");
-                nt_api_argv_add(&a, nt_stage_name(in->stage));
-            }
+            lead_fields_args(in, &a);
         }
         if (nt_api_argv_failed(&a))
             oom = 1;
@@ -1110,11 +1052,8 @@ void nt_api_bulk_enrol(nt_api_req_t *r)
 {
     static const char *const allowed[] = {"leads", NULL};
     char err[512];
-    if (!nt_api_plan_id_valid(r->seg[2])) {
-        nt_api_error(r, 400, "bad_request",
-                     "the plan id in the path is not valid (1 to 64 of a-z 0-9 _ -)");
+    if (nt_api_path_plan_id(r))
         return;
-    }
     if (nt_api_only_fields(r->body, allowed, "", err, sizeof(err)) != 0) {
         nt_api_error(r, 400, "bad_request", "%s", err);
         return;
@@ -1134,13 +1073,9 @@ void nt_api_bulk_enrol(nt_api_req_t *r)
                      BULK_MAX);
         return;
     }
-    bulk_ctx_t *c = calloc(1, sizeof(*c));
-    if (!c) {
-        nt_api_error(r, 500, "internal", "out of memory");
+    bulk_ctx_t *c = nt_api_ctx_new(r, sizeof(*c), bulk_ctx_free);
+    if (!c)
         return;
-    }
-    r->ctx = c;
-    r->ctx_free = bulk_ctx_free;
     c->leads = calloc(n ? n : 1, sizeof(*c->leads));
     c->eligible = calloc(n ? n : 1, 1);
     c->status = calloc(n ? n : 1, 1);

@@ -13,8 +13,6 @@
 
 #define PUBLISH_ATTEMPTS 8
 
-static const char *bad_plan_id = "the plan id in the path is not valid (1 to 64 of a-z 0-9 _ -)";
-
 static void invalid_plan(nt_api_req_t *r, json_t *problems, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -37,29 +35,6 @@ static json_t *one_problem(const char *node, const char *msg)
     json_array_append_new(
         a, json_pack("{s:o,s:s}", "node", node ? json_string(node) : json_null(), "message", msg));
     return a;
-}
-
-static int64_t flat_int(const redisReply *flat, const char *name, int64_t def)
-{
-    if (!flat || flat->type != REDIS_REPLY_ARRAY)
-        return def;
-    for (size_t i = 0; i + 1 < flat->elements; i += 2)
-        if (flat->element[i]->type == REDIS_REPLY_STRING &&
-            strcmp(flat->element[i]->str, name) == 0 && flat->element[i + 1]->str)
-            return strtoll(flat->element[i + 1]->str, NULL, 10);
-    return def;
-}
-
-static const char *flat_str(const redisReply *flat, const char *name)
-{
-    if (!flat || flat->type != REDIS_REPLY_ARRAY)
-        return NULL;
-    for (size_t i = 0; i + 1 < flat->elements; i += 2)
-        if (flat->element[i]->type == REDIS_REPLY_STRING &&
-            strcmp(flat->element[i]->str, name) == 0 &&
-            flat->element[i + 1]->type == REDIS_REPLY_STRING)
-            return flat->element[i + 1]->str;
-    return NULL;
 }
 
 static int cmp_int(const void *a, const void *b)
@@ -97,15 +72,6 @@ static json_t *nodes_json(const nt_plan_t *plan)
     return a;
 }
 
-static int plan_id_from_path(nt_api_req_t *r)
-{
-    if (!nt_api_plan_id_valid(r->seg[2])) {
-        nt_api_error(r, 400, "bad_request", "%s", bad_plan_id);
-        return -1;
-    }
-    return 0;
-}
-
 /* --- POST /v1/plans -------------------------------------------------------------------------- */
 
 typedef struct pub_ctx {
@@ -135,10 +101,7 @@ static void on_published(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n
         return;
     }
     redisReply *x = rep[0];
-    if (!x || x->type != REDIS_REPLY_ARRAY || x->elements < 2 ||
-        x->element[0]->type != REDIS_REPLY_STRING) {
-        nt_log_error("http", "publish: %s",
-                     x && x->type == REDIS_REPLY_ERROR ? x->str : "unexpected reply");
+    if (!nt_api_script_reply_ok(x, 2, "publish")) {
         nt_api_error(r, 500, "internal", "the plan could not be stored");
         return;
     }
@@ -232,15 +195,12 @@ void nt_api_plans_publish(nt_api_req_t *r)
         invalid_plan(r, one_problem(NULL, msg), "%s", msg);
         return;
     }
-    pub_ctx_t *c = calloc(1, sizeof(*c));
+    pub_ctx_t *c = nt_api_ctx_new(r, sizeof(*c), pub_ctx_free);
     if (!c) {
         nt_plan_free(plan);
-        nt_api_error(r, 500, "internal", "out of memory");
         return;
     }
     c->plan = plan;
-    r->ctx = c;
-    r->ctx_free = pub_ctx_free;
     const Nt__Workflow *wf = plan->wf;
 
     nt_verrs_t errs;
@@ -279,15 +239,9 @@ void nt_api_plans_publish(nt_api_req_t *r)
     free(act);
     if (nt_api_need_redis(r))
         return;
-    nt_api_batch_t *b = nt_api_batch_new(r, 1, on_latest, NULL);
-    if (!b) {
-        nt_api_error(r, 500, "internal", "out of memory");
-        return;
-    }
     char key[NT_KEY_MAX];
     const char *argv[] = {"HGET", nt_key_plan_index(key, wf->id), "latest"};
-    nt_api_batch_argv(b, 0, 3, argv, NULL);
-    nt_api_batch_go(b);
+    nt_api_command(r, 3, argv, on_latest, NULL);
 }
 
 /* --- GET /v1/plans --------------------------------------------------------------------------- */
@@ -318,11 +272,12 @@ static void on_list_hashes(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t
         const redisReply *h = rep[i];
         if (!h || h->type != REDIS_REPLY_ARRAY || h->elements == 0)
             continue;
-        const char *name = flat_str(h, "name");
+        const char *name = nt_api_flat_str(h, "name");
         json_array_append_new(
-            plans, json_pack("{s:s,s:s,s:I,s:I,s:o}", "id", c->ids[i], "name", name ? name : "",
-                             "active", (json_int_t)flat_int(h, "active", 0), "latest",
-                             (json_int_t)flat_int(h, "latest", 0), "versions", versions_json(h)));
+            plans,
+            json_pack("{s:s,s:s,s:I,s:I,s:o}", "id", c->ids[i], "name", name ? name : "", "active",
+                      (json_int_t)nt_api_flat_int(h, "active", 0), "latest",
+                      (json_int_t)nt_api_flat_int(h, "latest", 0), "versions", versions_json(h)));
     }
     nt_api_reply_json(r, 200, json_pack("{s:o}", "plans", plans));
 }
@@ -379,21 +334,10 @@ void nt_api_plans_list(nt_api_req_t *r)
 {
     if (nt_api_need_redis(r))
         return;
-    list_ctx_t *c = calloc(1, sizeof(*c));
-    if (!c) {
-        nt_api_error(r, 500, "internal", "out of memory");
+    if (!nt_api_ctx_new(r, sizeof(list_ctx_t), list_ctx_free))
         return;
-    }
-    r->ctx = c;
-    r->ctx_free = list_ctx_free;
-    nt_api_batch_t *b = nt_api_batch_new(r, 1, on_list_ids, NULL);
-    if (!b) {
-        nt_api_error(r, 500, "internal", "out of memory");
-        return;
-    }
     const char *argv[] = {"SMEMBERS", NT_KEY_PLANS};
-    nt_api_batch_argv(b, 0, 2, argv, NULL);
-    nt_api_batch_go(b);
+    nt_api_command(r, 2, argv, on_list_ids, NULL);
 }
 
 /* --- GET /v1/plans/{id} ---------------------------------------------------------------------- */
@@ -444,11 +388,12 @@ static void on_show_index(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t 
         nt_api_error(r, 404, "not_found", "no plan %s", r->seg[2]);
         return;
     }
-    int64_t active = flat_int(h, "active", 0);
-    const char *name = flat_str(h, "name");
-    c->summary = json_pack("{s:s,s:s,s:I,s:I,s:o}", "id", r->seg[2], "name", name ? name : "",
-                           "active", (json_int_t)active, "latest",
-                           (json_int_t)flat_int(h, "latest", 0), "versions", versions_json(h));
+    int64_t active = nt_api_flat_int(h, "active", 0);
+    const char *name = nt_api_flat_str(h, "name");
+    c->summary =
+        json_pack("{s:s,s:s,s:I,s:I,s:o}", "id", r->seg[2], "name", name ? name : "", "active",
+                  (json_int_t)active, "latest", (json_int_t)nt_api_flat_int(h, "latest", 0),
+                  "versions", versions_json(h));
     if (!c->summary || active <= 0) {
         nt_api_error(r, 500, "internal", "plan %s has no usable active version", r->seg[2]);
         return;
@@ -463,24 +408,13 @@ static void on_show_index(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t 
 
 void nt_api_plans_get(nt_api_req_t *r)
 {
-    if (plan_id_from_path(r) || nt_api_need_redis(r))
+    if (nt_api_path_plan_id(r) || nt_api_need_redis(r))
         return;
-    show_ctx_t *c = calloc(1, sizeof(*c));
-    if (!c) {
-        nt_api_error(r, 500, "internal", "out of memory");
+    if (!nt_api_ctx_new(r, sizeof(show_ctx_t), show_ctx_free))
         return;
-    }
-    r->ctx = c;
-    r->ctx_free = show_ctx_free;
-    nt_api_batch_t *b = nt_api_batch_new(r, 1, on_show_index, NULL);
-    if (!b) {
-        nt_api_error(r, 500, "internal", "out of memory");
-        return;
-    }
     char key[NT_KEY_MAX];
     const char *argv[] = {"HGETALL", nt_key_plan_index(key, r->seg[2])};
-    nt_api_batch_argv(b, 0, 2, argv, NULL);
-    nt_api_batch_go(b);
+    nt_api_command(r, 2, argv, on_show_index, NULL);
 }
 
 /* --- POST /v1/plans/{id}/activate ----------------------------------------------------------- */
@@ -512,7 +446,7 @@ void nt_api_plans_activate(nt_api_req_t *r)
 {
     static const char *const allowed[] = {"version", NULL};
     char err[256];
-    if (plan_id_from_path(r))
+    if (nt_api_path_plan_id(r))
         return;
     if (nt_api_only_fields(r->body, allowed, "", err, sizeof(err)) != 0) {
         nt_api_error(r, 400, "bad_request", "%s", err);
@@ -670,15 +604,10 @@ static void on_stats_plan(nt_rc_t rc, const nt_plan_t *plan, void *arg)
 
 void nt_api_plans_stats(nt_api_req_t *r)
 {
-    if (plan_id_from_path(r) || nt_api_need_redis(r))
+    if (nt_api_path_plan_id(r) || nt_api_need_redis(r))
         return;
-    stats_ctx_t *c = calloc(1, sizeof(*c));
-    if (!c) {
-        nt_api_error(r, 500, "internal", "out of memory");
+    if (!nt_api_ctx_new(r, sizeof(stats_ctx_t), free))
         return;
-    }
-    r->ctx = c;
-    r->ctx_free = free;
     nt_api_ref(r);
     nt_rc_t rc = nt_plans_get(r->d.plans, r->seg[2], 0, on_stats_plan, r);
     if (rc != NT_OK) {

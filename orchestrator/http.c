@@ -306,6 +306,36 @@ char *nt_api_query(const nt_api_req_t *r, const char *name)
     return out;
 }
 
+void *nt_api_ctx_new(nt_api_req_t *r, size_t size, void (*ctx_free)(void *))
+{
+    void *c = calloc(1, size);
+    if (!c) {
+        nt_api_error(r, 500, "internal", "out of memory");
+        return NULL;
+    }
+    r->ctx = c;
+    r->ctx_free = ctx_free;
+    return c;
+}
+
+int nt_api_path_plan_id(nt_api_req_t *r)
+{
+    if (nt_api_plan_id_valid(r->seg[2]))
+        return 0;
+    nt_api_error(r, 400, "bad_request",
+                 "the plan id in the path is not valid (1 to 64 of a-z 0-9 _ -)");
+    return -1;
+}
+
+int nt_api_path_lead_id(nt_api_req_t *r)
+{
+    if (nt_lead_id_valid(r->seg[2]))
+        return 0;
+    nt_api_error(r, 400, "bad_request",
+                 "the lead id in the path is not valid (1 to 128 of A-Z a-z 0-9 . _ @ + -)");
+    return -1;
+}
+
 /* --- Batches --------------------------------------------------------------------------------- */
 
 struct nt_api_batch {
@@ -443,6 +473,63 @@ void nt_api_batch_script(nt_api_batch_t *b, size_t i, const char *name, int nkey
 void nt_api_batch_go(nt_api_batch_t *b)
 {
     batch_release(b);
+}
+
+void nt_api_command(nt_api_req_t *r, int argc, const char **argv, nt_api_batch_fn *done, void *arg)
+{
+    nt_api_batch_t *b = nt_api_batch_new(r, 1, done, arg);
+    if (!b) {
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    nt_api_batch_argv(b, 0, argc, argv, NULL);
+    nt_api_batch_go(b);
+}
+
+void nt_api_script(nt_api_req_t *r, const char *name, int nkeys, nt_api_argv_t *a,
+                   nt_api_batch_fn *done, void *arg)
+{
+    nt_api_batch_t *b = nt_api_batch_new(r, 1, done, arg);
+    if (!b || nt_api_argv_failed(a)) {
+        nt_api_argv_fini(a);
+        nt_api_error(r, 500, "internal", "out of memory");
+        if (b)
+            nt_api_batch_go(b);
+        return;
+    }
+    nt_api_batch_script(b, 0, name, nkeys, a->n, (const char **)a->v, a->len);
+    nt_api_argv_fini(a);
+    nt_api_batch_go(b);
+}
+
+int nt_api_script_reply_ok(const redisReply *x, size_t min, const char *script)
+{
+    if (x && x->type == REDIS_REPLY_ARRAY && x->elements > 0 && x->elements >= min &&
+        x->element[0]->type == REDIS_REPLY_STRING)
+        return 1;
+    nt_log_error("http", "%s: %s", script,
+                 x && x->type == REDIS_REPLY_ERROR ? x->str : "unexpected reply");
+    return 0;
+}
+
+/* --- Replies --------------------------------------------------------------------------------- */
+
+const char *nt_api_flat_str(const redisReply *flat, const char *name)
+{
+    if (!flat || flat->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < flat->elements; i += 2)
+        if (flat->element[i]->type == REDIS_REPLY_STRING &&
+            strcmp(flat->element[i]->str, name) == 0 &&
+            flat->element[i + 1]->type == REDIS_REPLY_STRING)
+            return flat->element[i + 1]->str;
+    return NULL;
+}
+
+int64_t nt_api_flat_int(const redisReply *flat, const char *name, int64_t def)
+{
+    const char *v = nt_api_flat_str(flat, name);
+    return v ? strtoll(v, NULL, 10) : def;
 }
 
 /* --- argv ------------------------------------------------------------------------------------ */
