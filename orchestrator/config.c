@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "errmsg.h"
 #include "log.h"
 
 #ifndef NT_REDIS_SERVER
@@ -30,27 +31,6 @@
 #define NT_TOKEN_MIN_SECRET 16
 
 /* ---- small helpers ---- */
-
-static char *fmt_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *fmt_msg(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
-static void set_err(char **errmsg, char *msg)
-{
-    if (errmsg != NULL)
-        *errmsg = msg;
-    else
-        free(msg);
-}
 
 /* A short printable rendering of a user value for error messages (caller frees). Long or
  * binary values are cut and escaped so that a hostile file cannot flood the terminal. */
@@ -79,7 +59,7 @@ static char *show(const char *v)
 static char *bad_value(const char *key, const char *value, const char *expect)
 {
     char *s = show(value);
-    char *m = fmt_msg("%s: expected %s, got '%s'", key, expect, s != NULL ? s : "?");
+    char *m = nt_errmsg_fmt("%s: expected %s, got '%s'", key, expect, s != NULL ? s : "?");
     free(s);
     return m;
 }
@@ -160,20 +140,20 @@ static int token_add(nt_config_t *cfg, const char *role, const char *secret, con
 {
     if (strcmp(role, "ops") != 0 && strcmp(role, "rep") != 0 && strcmp(role, "webhook") != 0) {
         char *s = show(role);
-        set_err(errmsg, fmt_msg("token: role must be ops, rep or webhook, got '%s'",
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("token: role must be ops, rep or webhook, got '%s'",
                                 s != NULL ? s : "?"));
         free(s);
         return -1;
     }
     /* Never echo a secret in an error message. */
     if (strlen(secret) < NT_TOKEN_MIN_SECRET) {
-        set_err(errmsg, fmt_msg("token: the %s secret must be at least %d characters", role,
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("token: the %s secret must be at least %d characters", role,
                                 NT_TOKEN_MIN_SECRET));
         return -1;
     }
     for (const char *p = secret; *p != '\0'; p++) {
         if ((unsigned char)*p <= 0x20 || (unsigned char)*p == 0x7f) {
-            set_err(errmsg, fmt_msg("token: the %s secret contains a space or control "
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("token: the %s secret contains a space or control "
                                     "character", role));
             return -1;
         }
@@ -182,7 +162,7 @@ static int token_add(nt_config_t *cfg, const char *role, const char *secret, con
         name = NULL;
     for (size_t i = 0; i < cfg->ntokens; i++) {
         if (strcmp(cfg->tokens[i].secret, secret) == 0) {
-            set_err(errmsg, fmt_msg("token: the same secret is given twice (roles %s and %s)",
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("token: the same secret is given twice (roles %s and %s)",
                                     cfg->tokens[i].role, role));
             return -1;
         }
@@ -204,7 +184,7 @@ static int token_add(nt_config_t *cfg, const char *role, const char *secret, con
     cfg->ntokens++;
     return 0;
 oom:
-    set_err(errmsg, fmt_msg("token: out of memory"));
+    nt_errmsg_set(errmsg, nt_errmsg_fmt("token: out of memory"));
     return -1;
 }
 
@@ -213,7 +193,7 @@ static int token_parse(nt_config_t *cfg, const char *value, char **errmsg)
 {
     char *copy = strdup(value);
     if (copy == NULL) {
-        set_err(errmsg, fmt_msg("token: out of memory"));
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("token: out of memory"));
         return -1;
     }
     char *parts[4] = {NULL, NULL, NULL, NULL};
@@ -230,7 +210,7 @@ static int token_parse(nt_config_t *cfg, const char *value, char **errmsg)
     }
     int rc;
     if (n < 2 || n > 3) {
-        set_err(errmsg, fmt_msg("token: expected 'role secret [name]' or 'role:secret[:name]'"));
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("token: expected 'role secret [name]' or 'role:secret[:name]'"));
         rc = -1;
     } else {
         rc = token_add(cfg, parts[0], parts[1], parts[2], errmsg);
@@ -247,7 +227,7 @@ static int extra_set(nt_config_t *cfg, const char *key, const char *value, char 
     const char *dot = strchr(name, '.');
     if (dot == NULL || !valid_channel_name(name, (size_t)(dot - name)) || dot[1] == '\0') {
         char *s = show(key);
-        set_err(errmsg, fmt_msg("%s: expected channel.<name>.<key> with a name of [a-z0-9_]",
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: expected channel.<name>.<key> with a name of [a-z0-9_]",
                                 s != NULL ? s : "?"));
         free(s);
         return -1;
@@ -277,7 +257,7 @@ static int extra_set(nt_config_t *cfg, const char *key, const char *value, char 
     cfg->nextra++;
     return 0;
 oom:
-    set_err(errmsg, fmt_msg("%s: out of memory", key));
+    nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: out of memory", key));
     return -1;
 }
 
@@ -317,7 +297,7 @@ int nt_config_defaults(nt_config_t *cfg)
     cfg->poll_ms = 10;
     cfg->lease_ms = 5000;
     cfg->redis_timeout_ms = 5000;
-    cfg->worker_id = fmt_msg("%s:%ld", host, (long)getpid());
+    cfg->worker_id = nt_errmsg_fmt("%s:%ld", host, (long)getpid());
     cfg->log_level = NT_LOG_INFO;
     cfg->log_file = strdup("");
     cfg->max_body = 1048576;
@@ -425,7 +405,7 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
     if (errmsg != NULL)
         *errmsg = NULL;
     if (key == NULL || value == NULL) {
-        set_err(errmsg, fmt_msg("missing key or value"));
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("missing key or value"));
         return -1;
     }
     if (strcmp(key, "token") == 0)
@@ -442,7 +422,7 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
     }
     if (k == NULL) {
         char *s = show(key);
-        set_err(errmsg, fmt_msg("unknown key '%s'", s != NULL ? s : "?"));
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("unknown key '%s'", s != NULL ? s : "?"));
         free(s);
         return -1;
     }
@@ -453,15 +433,15 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
     case K_STR_EMPTY_OK:
     case K_REDIS:
         if (k->kind == K_STR && value[0] == '\0') {
-            set_err(errmsg, bad_value(key, value, "a non-empty value"));
+            nt_errmsg_set(errmsg, bad_value(key, value, "a non-empty value"));
             return -1;
         }
         if (k->kind == K_REDIS && !valid_redis_addr(value)) {
-            set_err(errmsg, bad_value(key, value, "\"\", host:port or unix:/path"));
+            nt_errmsg_set(errmsg, bad_value(key, value, "\"\", host:port or unix:/path"));
             return -1;
         }
         if (set_str((char **)(void *)field, value) != 0) {
-            set_err(errmsg, fmt_msg("%s: out of memory", key));
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: out of memory", key));
             return -1;
         }
         return 0;
@@ -470,7 +450,7 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
         long v;
         if (parse_long(value, (long)k->lo, (long)k->hi, &v) != 0) {
             snprintf(expect, sizeof(expect), "an integer in %lld..%lld", k->lo, k->hi);
-            set_err(errmsg, bad_value(key, value, expect));
+            nt_errmsg_set(errmsg, bad_value(key, value, expect));
             return -1;
         }
         if (k->kind == K_INT)
@@ -488,7 +468,7 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
         if (end == NULL || isnan(v) || errno != 0 || *end != '\0' || !isfinite(v) ||
             v <= (double)k->lo || v > (double)k->hi) {
             snprintf(expect, sizeof(expect), "a number > %lld and <= %lld", k->lo, k->hi);
-            set_err(errmsg, bad_value(key, value, expect));
+            nt_errmsg_set(errmsg, bad_value(key, value, expect));
             return -1;
         }
         *(double *)(void *)field = v;
@@ -499,7 +479,7 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
         if (parse_size(value, (unsigned long long)k->lo, (unsigned long long)k->hi, &v) != 0) {
             snprintf(expect, sizeof(expect), "a size in bytes in %lld..%lld (units k, kb, m, mb)",
                      k->lo, k->hi);
-            set_err(errmsg, bad_value(key, value, expect));
+            nt_errmsg_set(errmsg, bad_value(key, value, expect));
             return -1;
         }
         *(size_t *)(void *)field = (size_t)v;
@@ -508,7 +488,7 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
     case K_LEVEL: {
         int lv = nt_log_level_parse(value);
         if (lv < 0) {
-            set_err(errmsg, bad_value(key, value, "debug, info, warn or error"));
+            nt_errmsg_set(errmsg, bad_value(key, value, "debug, info, warn or error"));
             return -1;
         }
         *(int *)(void *)field = lv;
@@ -603,13 +583,13 @@ int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg)
     FILE *f = fopen(path, "re");
     if (f == NULL) {
         int err = errno;
-        set_err(errmsg, fmt_msg("%s: %s", path, strerror(err)));
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: %s", path, strerror(err)));
         return -1;
     }
     char *line = malloc(NT_CONFIG_MAX_LINE + 1);
     if (line == NULL) {
         fclose(f);
-        set_err(errmsg, fmt_msg("%s: out of memory", path));
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: out of memory", path));
         return -1;
     }
     int rc = 0;
@@ -636,7 +616,7 @@ int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg)
         }
         if (eof && ferror(f)) {
             int err = errno;
-            set_err(errmsg, fmt_msg("%s:%lu: read error: %s", path, lineno, strerror(err)));
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s:%lu: read error: %s", path, lineno, strerror(err)));
             rc = -1;
             break;
         }
@@ -644,13 +624,13 @@ int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg)
             break;
         line[len] = '\0';
         if (toolong) {
-            set_err(errmsg, fmt_msg("%s:%lu: line longer than %d bytes", path, lineno,
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s:%lu: line longer than %d bytes", path, lineno,
                                     NT_CONFIG_MAX_LINE));
             rc = -1;
             break;
         }
         if (nul) {
-            set_err(errmsg, fmt_msg("%s:%lu: NUL byte in line", path, lineno));
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s:%lu: NUL byte in line", path, lineno));
             rc = -1;
             break;
         }
@@ -658,7 +638,7 @@ int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg)
         const char *why = NULL;
         int argc = split_args(line, argv, 5, &why);
         if (argc < 0) {
-            set_err(errmsg, fmt_msg("%s:%lu: %s", path, lineno, why));
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s:%lu: %s", path, lineno, why));
             rc = -1;
             break;
         }
@@ -667,7 +647,7 @@ int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg)
         char *err = NULL;
         if (strcmp(argv[0], "token") == 0) {
             if (argc < 3 || argc > 4) {
-                set_err(errmsg, fmt_msg("%s:%lu: token: expected 'token <role> <secret> [name]'",
+                nt_errmsg_set(errmsg, nt_errmsg_fmt("%s:%lu: token: expected 'token <role> <secret> [name]'",
                                         path, lineno));
                 rc = -1;
                 break;
@@ -675,7 +655,7 @@ int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg)
             rc = token_add(cfg, argv[1], argv[2], argc == 4 ? argv[3] : NULL, &err);
         } else if (argc != 2) {
             char *s = show(argv[0]);
-            err = fmt_msg("%s: expected exactly one value%s", s != NULL ? s : "?",
+            err = nt_errmsg_fmt("%s: expected exactly one value%s", s != NULL ? s : "?",
                           argc == 1 ? ", got none" : " (quote values with spaces)");
             free(s);
             rc = -1;
@@ -683,7 +663,7 @@ int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg)
             rc = nt_config_set(cfg, argv[0], argv[1], &err);
         }
         if (rc != 0) {
-            set_err(errmsg, fmt_msg("%s:%lu: %s", path, lineno, err != NULL ? err : "error"));
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s:%lu: %s", path, lineno, err != NULL ? err : "error"));
             free(err);
         }
     }
@@ -708,7 +688,7 @@ static int env_tokens(nt_config_t *cfg, char **errmsg)
         /* A comma-separated list of secret[:name]. */
         char *copy = strdup(v);
         if (copy == NULL) {
-            set_err(errmsg, fmt_msg("%s: out of memory", envs[i].env));
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: out of memory", envs[i].env));
             return -1;
         }
         char *save = NULL;
@@ -721,7 +701,7 @@ static int env_tokens(nt_config_t *cfg, char **errmsg)
             char *err = NULL;
             rc = token_add(cfg, envs[i].role, item, name, &err);
             if (rc != 0) {
-                set_err(errmsg, fmt_msg("%s: %s", envs[i].env, err != NULL ? err : "error"));
+                nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: %s", envs[i].env, err != NULL ? err : "error"));
                 free(err);
             }
         }
@@ -761,7 +741,7 @@ int nt_config_from_args(nt_config_t *cfg, int argc, char **argv, char **errmsg)
     if (errmsg != NULL)
         *errmsg = NULL;
     if (nt_config_defaults(cfg) != 0) {
-        set_err(errmsg, fmt_msg("out of memory"));
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("out of memory"));
         return -1;
     }
     for (int i = 1; i < argc; i++) {
@@ -776,14 +756,14 @@ int nt_config_from_args(nt_config_t *cfg, int argc, char **argv, char **errmsg)
         int used = flag_at(argc, argv, i, key, sizeof(key), &value);
         if (used == -1) {
             char *s = show(argv[i]);
-            set_err(errmsg, fmt_msg("unexpected argument '%s' (flags are --key value)",
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("unexpected argument '%s' (flags are --key value)",
                                     s != NULL ? s : "?"));
             free(s);
             return -1;
         }
         if (used == 0) {
             char *s = show(key);
-            set_err(errmsg, fmt_msg("--%s: missing value", s != NULL ? s : "?"));
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("--%s: missing value", s != NULL ? s : "?"));
             free(s);
             return -1;
         }
@@ -801,9 +781,9 @@ int nt_config_from_args(nt_config_t *cfg, int argc, char **argv, char **errmsg)
                 /* Most messages already start with "<key>:". */
                 size_t kl = strlen(key);
                 if (err != NULL && strncmp(err, key, kl) == 0 && err[kl] == ':')
-                    set_err(errmsg, fmt_msg("--%s", err));
+                    nt_errmsg_set(errmsg, nt_errmsg_fmt("--%s", err));
                 else
-                    set_err(errmsg, fmt_msg("--%s: %s", key, err != NULL ? err : "error"));
+                    nt_errmsg_set(errmsg, nt_errmsg_fmt("--%s: %s", key, err != NULL ? err : "error"));
                 free(err);
                 return -1;
             }

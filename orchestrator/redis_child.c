@@ -21,32 +21,12 @@
 
 #include <hiredis.h>
 
+#include "errmsg.h"
 #include "log.h"
 
 #define START_LIMIT_MS 10000
 #define STOP_LIMIT_MS 10000
 #define POLL_MS 20
-
-static char *fmt_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *fmt_msg(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
-static void set_err(char **errmsg, char *msg)
-{
-    if (errmsg != NULL)
-        *errmsg = msg;
-    else
-        free(msg);
-}
 
 static int64_t mono_ms(void)
 {
@@ -136,7 +116,7 @@ static int clear_stale(const char *sock, char **errmsg)
     int64_t until = mono_ms() + STOP_LIMIT_MS;
     while (lstat(sock, &st) == 0) {
         if (mono_ms() > until) {
-            set_err(errmsg, fmt_msg("a redis-server on %s from an earlier run did not shut down "
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("a redis-server on %s from an earlier run did not shut down "
                                     "within %d s", sock, STOP_LIMIT_MS / 1000));
             return -1;
         }
@@ -205,23 +185,23 @@ nt_rc_t nt_redis_child_start(nt_redis_child_t *c, const char *bin, const char *d
     if (errmsg != NULL)
         *errmsg = NULL;
     memset(c, 0, sizeof(*c));
-    c->dir = fmt_msg("%s/redis", data_dir);
-    c->sock = fmt_msg("%s/redis/redis.sock", data_dir);
+    c->dir = nt_errmsg_fmt("%s/redis", data_dir);
+    c->sock = nt_errmsg_fmt("%s/redis/redis.sock", data_dir);
     if (c->dir == NULL || c->sock == NULL) {
-        set_err(errmsg, fmt_msg("out of memory"));
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("out of memory"));
         goto fail;
     }
     if (strlen(c->sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-        set_err(errmsg, fmt_msg("the socket path %s is too long for a unix socket; use a "
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("the socket path %s is too long for a unix socket; use a "
                                 "shorter data-dir", c->sock));
         goto fail;
     }
     if (mkdir_p(c->dir, 0700) != 0) {
-        set_err(errmsg, fmt_msg("cannot create %s: %s", c->dir, strerror(errno)));
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("cannot create %s: %s", c->dir, strerror(errno)));
         goto fail;
     }
     if (access(bin, X_OK) != 0) {
-        set_err(errmsg, fmt_msg("cannot run %s: %s", bin, strerror(errno)));
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("cannot run %s: %s", bin, strerror(errno)));
         goto fail;
     }
     if (clear_stale(c->sock, errmsg) != 0)
@@ -230,7 +210,7 @@ nt_rc_t nt_redis_child_start(nt_redis_child_t *c, const char *bin, const char *d
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
-        set_err(errmsg, fmt_msg("fork: %s", strerror(errno)));
+        nt_errmsg_set(errmsg, nt_errmsg_fmt("fork: %s", strerror(errno)));
         goto fail;
     }
     if (pid == 0)
@@ -243,7 +223,7 @@ nt_rc_t nt_redis_child_start(nt_redis_child_t *c, const char *bin, const char *d
         pid_t r = waitpid(pid, &status, WNOHANG);
         if (r == pid) {
             c->pid = 0;
-            set_err(errmsg, fmt_msg("redis-server exited at start-up (%s %d); see %s/redis.log",
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("redis-server exited at start-up (%s %d); see %s/redis.log",
                                     WIFEXITED(status) ? "status" : "signal",
                                     WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
                                     c->dir));
@@ -252,7 +232,7 @@ nt_rc_t nt_redis_child_start(nt_redis_child_t *c, const char *bin, const char *d
         if (ping(c->sock) == 1)
             break;
         if (mono_ms() > until) {
-            set_err(errmsg, fmt_msg("redis-server did not answer PING on %s within %d s; see "
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("redis-server did not answer PING on %s within %d s; see "
                                     "%s/redis.log", c->sock, START_LIMIT_MS / 1000, c->dir));
             goto fail;
         }
