@@ -1,0 +1,863 @@
+/* The `email` channel: renders a template for the lead, builds an RFC 5322 message (see
+ * email_msg.h, email_tpl.h) and delivers it over SMTP through libcurl on the daemon's curl
+ * multi, or, with no SMTP server configured (the embedded default), writes it into a maildir
+ * under the data directory so that a person can open what nurture sent.
+ *
+ * Params: template (required), from, from_name, reply_to. Config (channel.email.<key>):
+ *   from, from_name, reply_to   defaults for the params (from: nurture@localhost)
+ *   domain                      Message-ID domain (default: the From address's domain)
+ *   templates                   template directory (default <data_dir>/templates when it
+ *                               exists, else the source tree's workflows/templates)
+ *   smtp_url                    smtp://host:port or smtps://host:port; empty: maildir
+ *   smtp_user, smtp_password    AUTH (or NT_SMTP_USER / NT_SMTP_PASSWORD in the environment)
+ *   starttls                    try (default), yes (required), no
+ *   timeout_ms, connect_timeout_ms   per transfer (default 30000, 10000)
+ *   max_inflight                SMTP transfers at once (default 8); more wait in a queue
+ *   maildir                     default <data_dir>/maildir
+ *   unsubscribe_url             link in List-Unsubscribe (default https://<domain>/unsubscribe;
+ *                               the message's id is appended as ?m=<hex>)
+ *   unsubscribe_mailto          default unsubscribe@<domain>
+ *
+ * Outcomes: sent; SMTP 4xx, refused connections and timeouts are NT_EUNAVAIL (the host retries
+ * with backoff); SMTP 5xx and leads without a valid address are NT_EPERMFAIL. bounced and
+ * suppressed are declared for plans to route on; provider feedback and suppression report them.
+ *
+ * Idempotency: the Message-ID is derived from the message's idempotency key, so a re-sent
+ * message is the same message to the receiver; in the maildir an existing file for that
+ * Message-ID means it was sent and nothing is written. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "email_buf.h"
+#include "email_msg.h"
+#include "email_tpl.h"
+#include "nurture/channel.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+#ifndef NT_TEMPLATES_DIR
+#define NT_TEMPLATES_DIR "workflows/templates"
+#endif
+
+static const char *const outcomes[] = {"bounced", "suppressed", NULL};
+
+static const nt_channel_param_t params[] = {
+    {"template", 1, "template name: <templates dir>/<template>.md"},
+    {"from", 0, "sender address (default: channel.email.from)"},
+    {"from_name", 0, "sender display name (default: channel.email.from_name)"},
+    {"reply_to", 0, "Reply-To address (default: channel.email.reply_to, else none)"},
+    {NULL, 0, NULL},
+};
+
+/* The template directory validation uses: the daemon's once init ran, else the environment's
+ * NT_EMAIL_TEMPLATES (nurturectl), else the build's default. */
+static char *g_templates_dir;
+
+static char *msgf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *msgf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+static const char *kv_get(const nt_kv_t *kv, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (kv[i].key != NULL && strcmp(kv[i].key, name) == 0)
+            return kv[i].value;
+    }
+    return NULL;
+}
+
+static const char *templates_dir_for_validation(void)
+{
+    if (g_templates_dir != NULL)
+        return g_templates_dir;
+    const char *env = getenv("NT_EMAIL_TEMPLATES");
+    return env != NULL && env[0] != '\0' ? env : NT_TEMPLATES_DIR;
+}
+
+static nt_rc_t email_validate(const nt_kv_t *kv, size_t n, char **errmsg)
+{
+    const char *from = kv_get(kv, n, "from");
+    const char *reply_to = kv_get(kv, n, "reply_to");
+    const char *from_name = kv_get(kv, n, "from_name");
+    if (from != NULL && !nt_email_addr_valid(from)) {
+        *errmsg = msgf("email: from '%.80s' is not a plain address (local@domain)", from);
+        return NT_EINVAL;
+    }
+    if (reply_to != NULL && !nt_email_addr_valid(reply_to)) {
+        *errmsg = msgf("email: reply_to '%.80s' is not a plain address (local@domain)",
+                       reply_to);
+        return NT_EINVAL;
+    }
+    if (from_name != NULL && (strpbrk(from_name, "\r\n") != NULL || strlen(from_name) > 128)) {
+        *errmsg = msgf("email: from_name must be one line of at most 128 bytes");
+        return NT_EINVAL;
+    }
+    const char *name = kv_get(kv, n, "template");
+    if (name == NULL) {
+        *errmsg = msgf("email: no template");
+        return NT_EINVAL;
+    }
+    nt_email_tpl_t *t = NULL;
+    char *err = NULL;
+    nt_rc_t rc = nt_email_tpl_load(templates_dir_for_validation(), name, &t, &err);
+    if (rc == NT_OK)
+        rc = nt_email_tpl_check(t, &err);
+    nt_email_tpl_free(t);
+    if (rc != NT_OK) {
+        *errmsg = msgf("email: %s", err != NULL ? err : "template refused");
+        free(err);
+        return rc == NT_ENOMEM ? NT_ENOMEM : NT_EINVAL;
+    }
+    return NT_OK;
+}
+
+/* ---- state ---- */
+
+typedef struct tpl_entry tpl_entry_t;
+struct tpl_entry {
+    nt_email_tpl_t *tpl;
+    struct timespec mtime;
+    off_t size;
+    tpl_entry_t *next;
+};
+
+typedef struct email_state email_state_t;
+
+/* One message on its way over SMTP. */
+typedef struct job job_t;
+struct job {
+    email_state_t *st;
+    nt_channel_done_fn *done;
+    void *done_arg;
+    char msgid[NT_EMAIL_MSGID_MAX];
+    char *data;                /* the message */
+    size_t len, off;           /* its length, and how much curl has read */
+    char *from;                /* envelope sender "<addr>" */
+    struct curl_slist *rcpt;   /* kept for the whole transfer */
+    CURL *easy;                /* NULL while queued */
+    char errbuf[CURL_ERROR_SIZE];
+    job_t *prev, *next;
+};
+
+struct email_state {
+    const nt_channel_host_t *host;
+    char *from, *from_name, *reply_to, *domain;
+    char *unsub_url, *unsub_mailto;
+    char *templates;
+    char *maildir;              /* maildir mode when smtp_url is NULL */
+    char *smtp_url, *smtp_user, *smtp_password;
+    long use_ssl;
+    long timeout_ms, connect_timeout_ms;
+    int max_inflight;
+    int ninflight;
+    job_t *inflight;            /* transfers on the multi */
+    job_t *qhead, *qtail;       /* waiting for a slot */
+    tpl_entry_t *tpls;          /* templates loaded so far */
+    unsigned long long sent, duplicates;
+};
+
+static void logf_(const email_state_t *st, nt_log_level_t lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void logf_(const email_state_t *st, nt_log_level_t lvl, const char *fmt, ...)
+{
+    if (st->host == NULL || st->host->log == NULL)
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    st->host->log(lvl, "email", "%s", line);
+}
+
+static const char *cfg(const email_state_t *st, const char *key, const char *def)
+{
+    const char *v = st->host->config != NULL ? st->host->config("email", key, def) : def;
+    return v != NULL && v[0] != '\0' ? v : def;
+}
+
+static long cfg_long(const email_state_t *st, const char *key, long def, long lo, long hi)
+{
+    const char *v = cfg(st, key, NULL);
+    if (v == NULL)
+        return def;
+    char *end;
+    long n = strtol(v, &end, 10);
+    return *end == '\0' && n >= lo && n <= hi ? n : -1;
+}
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s", dir) >= (int)sizeof(tmp))
+        return -1;
+    for (char *p = tmp + 1; *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static void state_free(email_state_t *st)
+{
+    if (st == NULL)
+        return;
+    while (st->tpls != NULL) {
+        tpl_entry_t *e = st->tpls;
+        st->tpls = e->next;
+        nt_email_tpl_free(e->tpl);
+        free(e);
+    }
+    free(st->from);
+    free(st->from_name);
+    free(st->reply_to);
+    free(st->domain);
+    free(st->unsub_url);
+    free(st->unsub_mailto);
+    free(st->templates);
+    free(st->maildir);
+    free(st->smtp_url);
+    free(st->smtp_user);
+    free(st->smtp_password);
+    free(st);
+}
+
+static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **errmsg)
+{
+    email_state_t *st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        *errmsg = msgf("email: out of memory");
+        return NT_ENOMEM;
+    }
+    st->host = host;
+    const char *data_dir = host->data_dir != NULL ? host->data_dir : ".";
+
+    st->from = strdup(cfg(st, "from", "nurture@localhost"));
+    st->from_name = strdup(cfg(st, "from_name", "nurture"));
+    const char *rt = cfg(st, "reply_to", NULL);
+    st->reply_to = rt != NULL ? strdup(rt) : NULL;
+    if (st->from == NULL || st->from_name == NULL || (rt != NULL && st->reply_to == NULL))
+        goto oom;
+    if (!nt_email_addr_valid(st->from)) {
+        *errmsg = msgf("email: channel.email.from '%.80s' is not a plain address", st->from);
+        goto fail;
+    }
+    if (st->reply_to != NULL && !nt_email_addr_valid(st->reply_to)) {
+        *errmsg = msgf("email: channel.email.reply_to is not a plain address");
+        goto fail;
+    }
+    if (strpbrk(st->from_name, "\r\n") != NULL) {
+        *errmsg = msgf("email: channel.email.from_name must be one line");
+        goto fail;
+    }
+    st->domain = strdup(cfg(st, "domain", strrchr(st->from, '@') + 1));
+    if (st->domain == NULL)
+        goto oom;
+    if (!nt_email_domain_valid(st->domain)) {
+        *errmsg = msgf("email: channel.email.domain '%.80s' is not a host name", st->domain);
+        goto fail;
+    }
+    const char *uu = cfg(st, "unsubscribe_url", NULL);
+    st->unsub_url = uu != NULL ? strdup(uu) : msgf("https://%s/unsubscribe", st->domain);
+    const char *um = cfg(st, "unsubscribe_mailto", NULL);
+    st->unsub_mailto = um != NULL ? strdup(um) : msgf("unsubscribe@%s", st->domain);
+    if (st->unsub_url == NULL || st->unsub_mailto == NULL)
+        goto oom;
+    int http = strncmp(st->unsub_url, "https://", 8) == 0 ||
+               strncmp(st->unsub_url, "http://", 7) == 0;
+    if (!http || strpbrk(st->unsub_url, " \t\r\n<>\"?#") != NULL ||
+        !nt_email_addr_valid(st->unsub_mailto)) {
+        *errmsg = msgf("email: channel.email.unsubscribe_url must be an http(s) URL without a "
+                       "query, and unsubscribe_mailto a plain address");
+        goto fail;
+    }
+
+    const char *tdir = cfg(st, "templates", NULL);
+    if (tdir != NULL) {
+        st->templates = strdup(tdir);
+    } else {
+        char *own = msgf("%s/templates", data_dir);
+        struct stat sb;
+        if (own != NULL && stat(own, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            st->templates = own;
+        } else {
+            free(own);
+            st->templates = strdup(NT_TEMPLATES_DIR);
+        }
+    }
+    if (st->templates == NULL)
+        goto oom;
+
+    const char *url = cfg(st, "smtp_url", NULL);
+    if (url != NULL) {
+        if (strncmp(url, "smtp://", 7) != 0 && strncmp(url, "smtps://", 8) != 0) {
+            *errmsg = msgf("email: channel.email.smtp_url must start with smtp:// or smtps://");
+            goto fail;
+        }
+        if (host->size < offsetof(nt_channel_host_t, curl_add) + sizeof(host->curl_add) ||
+            host->curl_add == NULL) {
+            *errmsg = msgf("email: SMTP needs a host with curl_add (host ABI struct too old)");
+            goto fail;
+        }
+        st->smtp_url = strdup(url);
+        const char *user = cfg(st, "smtp_user", getenv("NT_SMTP_USER"));
+        const char *pass = cfg(st, "smtp_password", getenv("NT_SMTP_PASSWORD"));
+        st->smtp_user = user != NULL ? strdup(user) : NULL;
+        st->smtp_password = pass != NULL ? strdup(pass) : NULL;
+        const char *tls = cfg(st, "starttls", "try");
+        if (strcmp(tls, "try") == 0) {
+            st->use_ssl = CURLUSESSL_TRY;
+        } else if (strcmp(tls, "yes") == 0) {
+            st->use_ssl = CURLUSESSL_ALL;
+        } else if (strcmp(tls, "no") == 0) {
+            st->use_ssl = CURLUSESSL_NONE;
+        } else {
+            *errmsg = msgf("email: channel.email.starttls must be try, yes or no");
+            goto fail;
+        }
+        st->timeout_ms = cfg_long(st, "timeout_ms", 30000, 100, 3600000);
+        st->connect_timeout_ms = cfg_long(st, "connect_timeout_ms", 10000, 100, 600000);
+        st->max_inflight = (int)cfg_long(st, "max_inflight", 8, 1, 1024);
+        if (st->timeout_ms < 0 || st->connect_timeout_ms < 0 || st->max_inflight < 0) {
+            *errmsg = msgf("email: timeout_ms (100..3600000), connect_timeout_ms (100..600000) "
+                           "and max_inflight (1..1024) must be numbers in range");
+            goto fail;
+        }
+        if (st->smtp_url == NULL || (user != NULL && st->smtp_user == NULL) ||
+            (pass != NULL && st->smtp_password == NULL))
+            goto oom;
+        if (st->smtp_user != NULL && st->use_ssl != CURLUSESSL_ALL &&
+            strncmp(url, "smtps://", 8) != 0)
+            logf_(st, NT_LOG_WARN, "AUTH without required TLS: set channel.email.starttls yes "
+                                   "or use smtps://");
+        logf_(st, NT_LOG_INFO, "SMTP via %s, at most %d in flight, templates in %s",
+              st->smtp_url, st->max_inflight, st->templates);
+    } else {
+        const char *md = cfg(st, "maildir", NULL);
+        st->maildir = md != NULL ? strdup(md) : msgf("%s/maildir", data_dir);
+        if (st->maildir == NULL)
+            goto oom;
+        static const char *const subs[] = {"tmp", "new", "cur"};
+        for (size_t i = 0; i < 3; i++) {
+            char dir[4096];
+            snprintf(dir, sizeof(dir), "%s/%s", st->maildir, subs[i]);
+            if (mkdir_p(dir) != 0) {
+                *errmsg = msgf("email: cannot create %s: %s", dir, strerror(errno));
+                goto fail;
+            }
+        }
+        logf_(st, NT_LOG_INFO, "no SMTP server configured: writing messages to %s/new, "
+                               "templates in %s",
+              st->maildir, st->templates);
+    }
+    free(g_templates_dir);
+    g_templates_dir = strdup(st->templates);
+    *state = st;
+    return NT_OK;
+oom:
+    *errmsg = msgf("email: out of memory");
+fail:
+    state_free(st);
+    return NT_ERR;
+}
+
+/* The template `name`, loaded (again when its file changed). Borrowed from st. */
+static nt_rc_t get_template(email_state_t *st, const char *name, const nt_email_tpl_t **out,
+                            char **errmsg)
+{
+    *out = NULL;
+    if (!nt_email_tpl_name_valid(name)) {
+        *errmsg = msgf("template name '%.80s' is not valid", name);
+        return NT_EINVAL;
+    }
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s.md", st->templates, name);
+    struct stat sb;
+    tpl_entry_t **pp = &st->tpls;
+    for (; *pp != NULL; pp = &(*pp)->next)
+        if (strcmp((*pp)->tpl->name, name) == 0)
+            break;
+    if (*pp != NULL && stat(path, &sb) == 0 && sb.st_size == (*pp)->size &&
+        sb.st_mtim.tv_sec == (*pp)->mtime.tv_sec && sb.st_mtim.tv_nsec == (*pp)->mtime.tv_nsec) {
+        *out = (*pp)->tpl;
+        return NT_OK;
+    }
+    nt_email_tpl_t *t = NULL;
+    nt_rc_t rc = nt_email_tpl_load(st->templates, name, &t, errmsg);
+    if (rc != NT_OK)
+        return rc;
+    tpl_entry_t *e = *pp;
+    if (e == NULL) {
+        e = calloc(1, sizeof(*e));
+        if (e == NULL) {
+            nt_email_tpl_free(t);
+            *errmsg = msgf("out of memory");
+            return NT_ENOMEM;
+        }
+        *pp = e;
+    } else {
+        nt_email_tpl_free(e->tpl);
+    }
+    e->tpl = t;
+    if (stat(path, &sb) == 0) {
+        e->mtime = sb.st_mtim;
+        e->size = sb.st_size;
+    }
+    *out = t;
+    return NT_OK;
+}
+
+/* The HTML document around the rendered fragment, with the unsubscribe footer. */
+static char *html_document(const char *subject, const char *fragment, const char *unsub)
+{
+    char *clean = nt_email_header_clean(subject);
+    char *title = clean != NULL ? nt_email_html_escape(clean) : NULL;
+    char *link = nt_email_html_escape(unsub);
+    char *doc = NULL;
+    if (title != NULL && link != NULL)
+        doc = msgf("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
+                   "<meta name=\"viewport\" content=\"width=device-width\">\n"
+                   "<title>%s</title>\n</head>\n"
+                   "<body style=\"font-family: Arial, Helvetica, sans-serif; line-height: 1.5; "
+                   "color: #222222; max-width: 600px; margin: 0 auto; padding: 16px;\">\n"
+                   "%s"
+                   "<hr style=\"border: none; border-top: 1px solid #dddddd; margin: 24px 0;\">\n"
+                   "<p style=\"font-size: 12px; color: #666666;\">Not useful any more? "
+                   "<a href=\"%s\">Unsubscribe</a> with one click.</p>\n"
+                   "</body>\n</html>\n",
+                   title, fragment, link);
+    free(clean);
+    free(title);
+    free(link);
+    return doc;
+}
+
+static int64_t real_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Render and build the message for msg. Returns NT_OK with *data (malloc'd) or an error with a
+ * detail for the timeline in *detail (malloc'd). */
+static nt_rc_t compose(email_state_t *st, const nt_message_t *msg, char *msgid, char **data,
+                       size_t *len, const char **to_out, const char **from_out, char **detail)
+{
+    *data = NULL;
+    const char *to = kv_get(msg->lead, msg->nlead, "email");
+    if (to == NULL || to[0] == '\0') {
+        *detail = msgf("email: the lead has no email address");
+        return NT_EPERMFAIL;
+    }
+    if (!nt_email_addr_valid(to)) {
+        *detail = msgf("email: the lead's email address is malformed");
+        return NT_EPERMFAIL;
+    }
+    const char *from = kv_get(msg->params, msg->nparams, "from");
+    const char *from_name = kv_get(msg->params, msg->nparams, "from_name");
+    const char *reply_to = kv_get(msg->params, msg->nparams, "reply_to");
+    from = from != NULL ? from : st->from;
+    from_name = from_name != NULL ? from_name : st->from_name;
+    reply_to = reply_to != NULL ? reply_to : st->reply_to;
+    if (!nt_email_addr_valid(from) || (reply_to != NULL && !nt_email_addr_valid(reply_to))) {
+        *detail = msgf("email: the node's from or reply_to is not a plain address");
+        return NT_EPERMFAIL;
+    }
+    if (msg->id == NULL || msg->id[0] == '\0' ||
+        nt_email_message_id(msg->id, st->domain, msgid, NT_EMAIL_MSGID_MAX) != NT_OK) {
+        *detail = msgf("email: message without an idempotency key");
+        return NT_EPERMFAIL;
+    }
+
+    const char *tname = kv_get(msg->params, msg->nparams, "template");
+    const nt_email_tpl_t *tpl = NULL;
+    char *err = NULL;
+    nt_rc_t rc = get_template(st, tname != NULL ? tname : "", &tpl, &err);
+    if (rc != NT_OK) {
+        /* A template deleted or broken after publishing: ops can fix it, so retry. */
+        *detail = msgf("email: %s", err != NULL ? err : "template");
+        free(err);
+        return NT_EUNAVAIL;
+    }
+    nt_email_rendered_t r;
+    if (nt_email_tpl_render(tpl, msg->lead, msg->nlead, &r, &err) != NT_OK) {
+        *detail = msgf("email: %s", err != NULL ? err : "render");
+        free(err);
+        return NT_EUNAVAIL;
+    }
+
+    const char *at = strchr(msgid, '@');
+    char *unsub = msgf("%s?m=%.*s", st->unsub_url, (int)(at - msgid - 1), msgid + 1);
+    char *html = unsub != NULL ? html_document(r.subject, r.html, unsub) : NULL;
+    char *text = unsub != NULL ? msgf("%s\n\n-- \nNot useful any more? Unsubscribe: %s\n", r.text,
+                                      unsub)
+                               : NULL;
+    const char *first = kv_get(msg->lead, msg->nlead, "first_name");
+    const char *last = kv_get(msg->lead, msg->nlead, "last_name");
+    char *to_name = msgf("%s%s%s", first != NULL ? first : "",
+                         first != NULL && last != NULL ? " " : "", last != NULL ? last : "");
+    if (html == NULL || text == NULL || to_name == NULL) {
+        rc = NT_EUNAVAIL;
+        *detail = msgf("email: out of memory");
+    } else {
+        nt_email_msg_t m = {
+            .from_addr = from,
+            .from_name = from_name,
+            .reply_to = reply_to,
+            .to_addr = to,
+            .to_name = to_name,
+            .subject = r.subject,
+            .text = text,
+            .html = html,
+            .msgid = msgid,
+            .unsub_url = unsub,
+            .unsub_mailto = st->unsub_mailto,
+            .date_ms = real_ms(),
+        };
+        rc = nt_email_msg_build(&m, data, len, &err);
+        if (rc != NT_OK) {
+            *detail = err;
+            err = NULL;
+            rc = rc == NT_ENOMEM ? NT_EUNAVAIL : NT_EPERMFAIL;
+        }
+    }
+    free(err);
+    free(to_name);
+    free(text);
+    free(html);
+    free(unsub);
+    nt_email_rendered_fini(&r);
+    *to_out = to;
+    *from_out = from;
+    return rc;
+}
+
+/* ---- maildir ---- */
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Non-zero when the maildir already holds the message named `base` (new/, or cur/ as a mail
+ * client leaves it: unflagged or seen). */
+static int maildir_has(const email_state_t *st, const char *base)
+{
+    static const char *const forms[] = {"new/%s", "cur/%s", "cur/%s:2,", "cur/%s:2,S"};
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        char rel[512], path[4096];
+        snprintf(rel, sizeof(rel), forms[i], base);
+        snprintf(path, sizeof(path), "%s/%s", st->maildir, rel);
+        if (access(path, F_OK) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Deliver into the maildir: tmp/ then link into new/ (which never replaces a file). Returns
+ * NT_OK (also when it was there already: *dup set) or NT_EUNAVAIL with *detail. */
+static nt_rc_t maildir_deliver(email_state_t *st, const char *msgid, const char *data,
+                               size_t len, int *dup, char **detail)
+{
+    char base[NT_EMAIL_MSGID_MAX + 8], tmp[4096], dst[4096];
+    *dup = 0;
+    snprintf(base, sizeof(base), "%.*s.eml", (int)strlen(msgid) - 2, msgid + 1);
+    if (maildir_has(st, base)) {
+        *dup = 1;
+        return NT_OK;
+    }
+    snprintf(tmp, sizeof(tmp), "%s/tmp/%s.%ld", st->maildir, base, (long)getpid());
+    snprintf(dst, sizeof(dst), "%s/new/%s", st->maildir, base);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        *detail = msgf("email: maildir: %s: %s", tmp, strerror(errno));
+        return NT_EUNAVAIL;
+    }
+    if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+        *detail = msgf("email: maildir: write %s: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        return NT_EUNAVAIL;
+    }
+    close(fd);
+    if (link(tmp, dst) != 0) {
+        int e = errno;
+        unlink(tmp);
+        if (e == EEXIST) {
+            *dup = 1;
+            return NT_OK;
+        }
+        *detail = msgf("email: maildir: %s: %s", dst, strerror(e));
+        return NT_EUNAVAIL;
+    }
+    unlink(tmp);
+    return NT_OK;
+}
+
+/* ---- SMTP ---- */
+
+static void job_free(job_t *j)
+{
+    if (j == NULL)
+        return;
+    free(j->data);
+    free(j->from);
+    curl_slist_free_all(j->rcpt);
+    free(j);
+}
+
+static void inflight_unlink(email_state_t *st, job_t *j)
+{
+    if (j->prev != NULL)
+        j->prev->next = j->next;
+    else
+        st->inflight = j->next;
+    if (j->next != NULL)
+        j->next->prev = j->prev;
+    j->prev = j->next = NULL;
+    st->ninflight--;
+}
+
+static size_t on_read(char *buf, size_t size, size_t nmemb, void *arg)
+{
+    job_t *j = arg;
+    size_t n = size * nmemb;
+    if (n > j->len - j->off)
+        n = j->len - j->off;
+    memcpy(buf, j->data + j->off, n);
+    j->off += n;
+    return n;
+}
+
+static void start_queued(email_state_t *st);
+
+static void on_smtp_done(void *easy, int code, void *arg)
+{
+    job_t *j = arg;
+    email_state_t *st = j->st;
+    long reply = 0;
+    curl_easy_getinfo((CURL *)easy, CURLINFO_RESPONSE_CODE, &reply);
+    inflight_unlink(st, j);
+    nt_rc_t rc;
+    char *detail = NULL;
+    if (code == CURLE_OK) {
+        rc = NT_OK;
+        st->sent++;
+    } else if (code == CURLE_ABORTED_BY_CALLBACK) {
+        rc = NT_ECANCELED;
+    } else {
+        /* A 5xx about this message is final; anything else (4xx, no connection, a timeout,
+         * TLS or AUTH trouble on our side) may pass later. */
+        rc = reply >= 500 && reply <= 599 && code != CURLE_LOGIN_DENIED ? NT_EPERMFAIL
+                                                                         : NT_EUNAVAIL;
+        detail = msgf("email: smtp %s: %s%s%s (reply %ld)", j->msgid,
+                      curl_easy_strerror((CURLcode)code), j->errbuf[0] ? ": " : "", j->errbuf,
+                      reply);
+    }
+    curl_easy_cleanup((CURL *)easy);
+    j->easy = NULL;
+    nt_channel_done_fn *done = j->done;
+    void *done_arg = j->done_arg;
+    job_free(j);
+    done(done_arg, rc, rc == NT_OK ? "sent" : NULL, detail);
+    free(detail);
+    start_queued(st);
+}
+
+/* Start j's transfer. Returns 0, or -1 (j untouched apart from its handle). */
+static int smtp_start(email_state_t *st, job_t *j)
+{
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return -1;
+    j->errbuf[0] = '\0';
+    j->off = 0;
+    curl_easy_setopt(e, CURLOPT_URL, st->smtp_url);
+    curl_easy_setopt(e, CURLOPT_MAIL_FROM, j->from);
+    curl_easy_setopt(e, CURLOPT_MAIL_RCPT, j->rcpt);
+    curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(e, CURLOPT_READDATA, j);
+    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)j->len);
+    curl_easy_setopt(e, CURLOPT_USE_SSL, st->use_ssl);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, st->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, st->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf);
+    if (st->smtp_user != NULL)
+        curl_easy_setopt(e, CURLOPT_USERNAME, st->smtp_user);
+    if (st->smtp_password != NULL)
+        curl_easy_setopt(e, CURLOPT_PASSWORD, st->smtp_password);
+    j->easy = e;
+    j->prev = NULL;
+    j->next = st->inflight;
+    if (st->inflight != NULL)
+        st->inflight->prev = j;
+    st->inflight = j;
+    st->ninflight++;
+    if (st->host->curl_add(e, on_smtp_done, j) != 0) {
+        inflight_unlink(st, j);
+        curl_easy_cleanup(e);
+        j->easy = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Fill free slots from the queue. A job that cannot start completes as unavailable. */
+static void start_queued(email_state_t *st)
+{
+    while (st->qhead != NULL && st->ninflight < st->max_inflight) {
+        job_t *j = st->qhead;
+        st->qhead = j->next;
+        if (st->qhead == NULL)
+            st->qtail = NULL;
+        j->next = NULL;
+        if (smtp_start(st, j) != 0) {
+            nt_channel_done_fn *done = j->done;
+            void *done_arg = j->done_arg;
+            job_free(j);
+            done(done_arg, NT_EUNAVAIL, NULL, "email: cannot start an SMTP transfer");
+        }
+    }
+}
+
+static nt_rc_t email_dispatch(void *state, const nt_message_t *msg, nt_channel_done_fn *done,
+                              void *done_arg)
+{
+    email_state_t *st = state;
+    char msgid[NT_EMAIL_MSGID_MAX];
+    char *data = NULL, *detail = NULL;
+    size_t len = 0;
+    const char *to = NULL, *from = NULL;
+    nt_rc_t rc = compose(st, msg, msgid, &data, &len, &to, &from, &detail);
+    if (rc != NT_OK) {
+        done(done_arg, rc, NULL, detail != NULL ? detail : "email: cannot build the message");
+        free(detail);
+        return NT_OK;
+    }
+    if (st->smtp_url == NULL) {
+        int dup = 0;
+        rc = maildir_deliver(st, msgid, data, len, &dup, &detail);
+        free(data);
+        if (rc == NT_OK && dup)
+            st->duplicates++;
+        else if (rc == NT_OK)
+            st->sent++;
+        done(done_arg, rc, rc == NT_OK ? "sent" : NULL,
+             dup ? "duplicate id: already in the maildir" : detail);
+        free(detail);
+        return NT_OK;
+    }
+
+    job_t *j = calloc(1, sizeof(*j));
+    char *rcpt = msgf("<%s>", to);
+    if (j != NULL) {
+        j->from = msgf("<%s>", from);
+        j->rcpt = rcpt != NULL ? curl_slist_append(NULL, rcpt) : NULL;
+    }
+    free(rcpt);
+    if (j == NULL || j->from == NULL || j->rcpt == NULL) {
+        free(data);
+        job_free(j);
+        done(done_arg, NT_EUNAVAIL, NULL, "email: out of memory");
+        return NT_OK;
+    }
+    j->st = st;
+    j->done = done;
+    j->done_arg = done_arg;
+    j->data = data;
+    j->len = len;
+    snprintf(j->msgid, sizeof(j->msgid), "%s", msgid);
+    if (st->qtail != NULL)
+        st->qtail->next = j;
+    else
+        st->qhead = j;
+    st->qtail = j;
+    start_queued(st);
+    return NT_AGAIN;
+}
+
+static void email_shutdown(void *state)
+{
+    email_state_t *st = state;
+    if (st == NULL)
+        return;
+    /* Transfers in flight are stopped and their handles left to the host (channel.h). */
+    while (st->inflight != NULL) {
+        job_t *j = st->inflight;
+        inflight_unlink(st, j);
+        if (st->host->curl_multi != NULL)
+            curl_multi_remove_handle(st->host->curl_multi, j->easy);
+        nt_channel_done_fn *done = j->done;
+        void *done_arg = j->done_arg;
+        job_free(j);
+        done(done_arg, NT_ECANCELED, NULL, "email: shutting down");
+    }
+    while (st->qhead != NULL) {
+        job_t *j = st->qhead;
+        st->qhead = j->next;
+        nt_channel_done_fn *done = j->done;
+        void *done_arg = j->done_arg;
+        job_free(j);
+        done(done_arg, NT_ECANCELED, NULL, "email: shutting down");
+    }
+    st->qtail = NULL;
+    logf_(st, NT_LOG_INFO, "%llu messages sent, %llu duplicates skipped", st->sent,
+          st->duplicates);
+    free(g_templates_dir);
+    g_templates_dir = NULL;
+    state_free(st);
+}
+
+static const nt_channel_ops_t email_ops = {
+    .abi_version = NT_CHANNEL_ABI_VERSION,
+    .size = sizeof(nt_channel_ops_t),
+    .name = "email",
+    .description = "renders a Markdown template and sends it over SMTP (or into a maildir)",
+    .params = params,
+    .outcomes = outcomes,
+    .validate = email_validate,
+    .init = email_init,
+    .dispatch = email_dispatch,
+    .shutdown = email_shutdown,
+};
+
+EXPORT const nt_channel_ops_t *nt_channel_entry(void)
+{
+    return &email_ops;
+}
