@@ -1528,6 +1528,11 @@ static void finish_stop(evutil_socket_t fd, short what, void *arg)
     if (!done)
         return;
     if (!w->releasing) {
+        /* Outcomes of delivered messages are recorded before the partitions are let go; the
+         * poll timers are off, so this periodic check is what gets them fetched. */
+        for (unsigned i = 0; i < w->nparts; i++)
+            if (w->parts[i].ndone && !w->parts[i].busy)
+                fetch(&w->parts[i]);
         /* Parked retries stay pending in the outbox for the next owner. */
         for (unsigned i = 0; i < w->nparts; i++) {
             part_t *pt = &w->parts[i];
@@ -1544,6 +1549,19 @@ static void finish_stop(evutil_socket_t fd, short what, void *arg)
         }
         if (!all_quiet(w) && nt_real_ms() < w->stop_deadline)
             return;
+        if (!all_quiet(w)) {
+            for (unsigned i = 0; i < w->nparts; i++) {
+                const part_t *pt = &w->parts[i];
+
+                if (pt->busy || pt->obusy || pt->leasing || pt->ndone || pt->waiting_plans ||
+                    pt->nmsgs)
+                    nt_log_warn("worker",
+                                "stopping: partition %u still busy=%d obusy=%d leasing=%d "
+                                "done=%zu plans=%d msgs=%zu owned=%d",
+                                i, pt->busy, pt->obusy, pt->leasing, pt->ndone,
+                                pt->waiting_plans, pt->nmsgs, pt->owned);
+            }
+        }
         w->releasing = 1;
         for (unsigned i = 0; i < w->nparts; i++)
             if (w->parts[i].owned && nt_redis_up(w->redis))
