@@ -64,12 +64,14 @@ static void drain(nt_curlm_t *m)
 static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 {
     sock_t *s = arg;
+    /* curl_multi_socket_action may free s (CURL_POLL_REMOVE): only m is used after it. */
+    nt_curlm_t *m = s->m;
     int flags = (what & EV_READ ? CURL_CSELECT_IN : 0) | (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
 
-    curl_multi_socket_action(s->m->multi, fd, flags, &s->m->running);
-    drain(s->m);
-    if (s->m->running <= 0 && evtimer_pending(s->m->timer, NULL))
-        evtimer_del(s->m->timer);
+    curl_multi_socket_action(m->multi, fd, flags, &m->running);
+    drain(m);
+    if (m->running <= 0 && evtimer_pending(m->timer, NULL))
+        evtimer_del(m->timer);
 }
 
 static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)

@@ -1,0 +1,666 @@
+/* The email channel against a real SMTP server: Debian's aiosmtpd, run by /usr/bin/python3 on a
+ * free port with a small handler that saves every message it accepts (raw, CRLF as received),
+ * answers 451 to the first DATA of a message for tempfail@..., and 550 to RCPT reject@....
+ * The plugin is loaded from the build's modules directory and driven by a libevent loop with
+ * the daemon's curl multi (nt_curlm), as nurtured does. Also: the maildir fallback. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "curlm.h"
+#include "email_msg.h"
+#include "harness.h"
+#include "log.h"
+#include "modules.h"
+
+#define MODULES_DIR NT_BINARY_DIR "/modules"
+
+static const char handler_py[] =
+    "import os, re\n"
+    "\n"
+    "class Handler:\n"
+    "    def __init__(self, outdir):\n"
+    "        self.outdir = outdir\n"
+    "        self.tempfailed = set()\n"
+    "        self.n = 0\n"
+    "\n"
+    "    @classmethod\n"
+    "    def from_cli(cls, parser, *args):\n"
+    "        return cls(*args)\n"
+    "\n"
+    "    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):\n"
+    "        if address.startswith('reject'):\n"
+    "            return '550 5.1.1 no such user here'\n"
+    "        envelope.rcpt_tos.append(address)\n"
+    "        return '250 OK'\n"
+    "\n"
+    "    async def handle_DATA(self, server, session, envelope):\n"
+    "        raw = envelope.original_content\n"
+    "        m = re.search(rb'Message-ID: (<[^>]*>)', raw)\n"
+    "        mid = m.group(1) if m else b''\n"
+    "        if any(r.startswith('tempfail') for r in envelope.rcpt_tos) and \\\n"
+    "                mid not in self.tempfailed:\n"
+    "            self.tempfailed.add(mid)\n"
+    "            return '451 4.3.0 try later'\n"
+    "        self.n += 1\n"
+    "        tmp = os.path.join(self.outdir, '.%d.tmp' % self.n)\n"
+    "        with open(tmp, 'wb') as f:\n"
+    "            f.write(b'X-Test-Mail-From: ' + envelope.mail_from.encode() + b'\\r\\n')\n"
+    "            f.write(b'X-Test-Rcpt-To: ' + ','.join(envelope.rcpt_tos).encode() + "
+    "b'\\r\\n')\n"
+    "            f.write(raw)\n"
+    "        os.rename(tmp, os.path.join(self.outdir, '%04d.eml' % self.n))\n"
+    "        return '250 OK: queued'\n";
+
+static const char template_md[] =
+    "Subject: Grüße, {{first_name|there}}: five signs for {{company|your team}}\n"
+    "\n"
+    "Hello {{first_name|there}},\n"
+    "\n"
+    "Teams like **{{company|yours}}** tell us the same *five* things.\n"
+    "\n"
+    "- one\n"
+    "- two\n";
+
+static char *tmp;          /* everything of this test */
+static char *tpl_dir;      /* templates */
+static char *srv_dir;      /* messages the server accepted */
+static char *data_dir;     /* the plugin's data dir (maildir) */
+static pid_t srv_pid = -1;
+static int srv_port;
+static char smtp_url[64];
+static const char *cfg_smtp_url;
+static const char *cfg_max_inflight;
+
+static struct event_base *base;
+static nt_curlm_t *curlm;
+static nt_modules_t *mods;
+static const nt_channel_ops_t *ops;
+static void *plugin;
+static int plugin_down;
+static nt_channel_host_t host;
+
+/* ---- the host ---- */
+
+static const char *host_config(const char *channel, const char *key, const char *def)
+{
+    if (strcmp(channel, "email") != 0)
+        return def;
+    if (strcmp(key, "templates") == 0)
+        return tpl_dir;
+    if (strcmp(key, "smtp_url") == 0 && cfg_smtp_url != NULL)
+        return cfg_smtp_url;
+    if (strcmp(key, "max_inflight") == 0 && cfg_max_inflight != NULL)
+        return cfg_max_inflight;
+    if (strcmp(key, "from") == 0)
+        return "news@acme.example";
+    if (strcmp(key, "from_name") == 0)
+        return "Acme Ünited";
+    if (strcmp(key, "timeout_ms") == 0)
+        return "5000";
+    return def;
+}
+
+static int64_t host_now(void)
+{
+    return 1795000000000LL;
+}
+
+typedef struct xfer {
+    void (*done)(void *easy, int curl_code, void *arg);
+    void *arg;
+} xfer_t;
+
+static void host_curl_done(CURL *easy, CURLcode result, void *arg)
+{
+    xfer_t *x = arg;
+    if (plugin_down)
+        curl_easy_cleanup(easy);
+    else
+        x->done(easy, (int)result, x->arg);
+    free(x);
+}
+
+static int host_curl_add(void *easy, void (*done)(void *, int, void *), void *arg)
+{
+    xfer_t *x = malloc(sizeof(*x));
+    if (x == NULL)
+        return -1;
+    x->done = done;
+    x->arg = arg;
+    if (nt_curlm_add(curlm, easy, host_curl_done, x) != 0) {
+        free(x);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- results ---- */
+
+typedef struct result {
+    int calls;
+    nt_rc_t rc;
+    char outcome[64];
+    char detail[512];
+} result_t;
+
+static int pending;
+
+static void on_done(void *arg, nt_rc_t rc, const char *outcome, const char *detail)
+{
+    result_t *r = arg;
+    r->calls++;
+    r->rc = rc;
+    snprintf(r->outcome, sizeof(r->outcome), "%s", outcome != NULL ? outcome : "");
+    snprintf(r->detail, sizeof(r->detail), "%s", detail != NULL ? detail : "");
+    if (--pending == 0)
+        event_base_loopbreak(base);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    event_base_loopbreak(base);
+}
+
+/* Run the loop until every dispatch counted in `pending` is done, or 20 s. */
+static void run_loop(void)
+{
+    struct event *t = evtimer_new(base, on_deadline, NULL);
+    struct timeval tv = {20, 0};
+    evtimer_add(t, &tv);
+    if (pending > 0)
+        event_base_dispatch(base);
+    event_free(t);
+    assert_int_equal(pending, 0);
+}
+
+/* Dispatch one message for lead `email` with idempotency key `id`. */
+static nt_rc_t send_one(const char *id, const char *email, result_t *r)
+{
+    const nt_kv_t params[] = {{"template", "signs"}, {"reply_to", "team@acme.example"}};
+    const nt_kv_t lead[] = {{"email", email},
+                            {"first_name", "Zoë"},
+                            {"last_name", "Ng"},
+                            {"company", "Büro <Kraft> & Co"},
+                            {"score", "20"}};
+    nt_message_t msg = {
+        .id = id,
+        .lead_id = "lead-1",
+        .plan_id = "education_track",
+        .plan_version = 1,
+        .node_id = "tech_1_send",
+        .visit = 3,
+        .params = params,
+        .nparams = email != NULL ? 2 : 2,
+        .lead = email != NULL ? lead : lead + 1,
+        .nlead = email != NULL ? 5 : 4,
+        .attempt = 1,
+    };
+    pending++;
+    nt_rc_t rc = ops->dispatch(plugin, &msg, on_done, r);
+    if (rc != NT_AGAIN)
+        assert_int_equal(rc, NT_OK); /* done was called already */
+    return rc;
+}
+
+/* ---- the SMTP server ---- */
+
+static int port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+static void write_file(const char *path, const char *s)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(s, f);
+    fclose(f);
+}
+
+static int start_server(void)
+{
+    char py[512], log[512], listen[64], port[16];
+    snprintf(py, sizeof(py), "%s/nt_test_smtp.py", tmp);
+    write_file(py, handler_py);
+    snprintf(log, sizeof(log), "%s/smtp.log", tmp);
+    srv_port = nt_test_free_port();
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", srv_port);
+    snprintf(port, sizeof(port), "%d", srv_port);
+    snprintf(smtp_url, sizeof(smtp_url), "smtp://127.0.0.1:%d", srv_port);
+    srv_pid = fork();
+    if (srv_pid < 0)
+        return -1;
+    if (srv_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        setenv("PYTHONPATH", tmp, 1);
+        /* Debian's interpreter, which has python3-aiosmtpd, whatever is first on the PATH. */
+        execl("/usr/bin/python3", "python3", "-m", "aiosmtpd", "-n", "-l", listen, "-c",
+              "nt_test_smtp.Handler", srv_dir, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        if (port_open(srv_port))
+            return 0;
+        int st;
+        if (waitpid(srv_pid, &st, WNOHANG) == srv_pid) {
+            srv_pid = -1;
+            break;
+        }
+        usleep(50 * 1000);
+    }
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "cat %s >&2", log);
+    (void)!system(cmd);
+    return -1;
+}
+
+/* Files in dir ending in .eml, sorted, as a NULL-terminated malloc'd array of paths. */
+static size_t list_eml(const char *dir, char ***out)
+{
+    struct dirent **ents = NULL;
+    int n = scandir(dir, &ents, NULL, alphasort);
+    size_t k = 0;
+    char **paths = calloc((size_t)(n > 0 ? n : 0) + 1, sizeof(*paths));
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(ents[i]->d_name);
+        if (l > 4 && strcmp(ents[i]->d_name + l - 4, ".eml") == 0 && ents[i]->d_name[0] != '.')
+            assert_true(asprintf(&paths[k++], "%s/%s", dir, ents[i]->d_name) > 0);
+        free(ents[i]);
+    }
+    free(ents);
+    if (out != NULL)
+        *out = paths;
+    else {
+        for (size_t i = 0; i < k; i++)
+            free(paths[i]);
+        free(paths);
+    }
+    return k;
+}
+
+static void free_list(char **paths)
+{
+    for (size_t i = 0; paths != NULL && paths[i] != NULL; i++)
+        free(paths[i]);
+    free(paths);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        fwrite(chunk, 1, n, m);
+    fclose(m);
+    fclose(f);
+    return buf;
+}
+
+static void clear_dir(const char *dir)
+{
+    char **paths;
+    list_eml(dir, &paths);
+    for (size_t i = 0; paths[i] != NULL; i++)
+        unlink(paths[i]);
+    free_list(paths);
+}
+
+/* ---- fixtures ---- */
+
+static int group_setup(void **state)
+{
+    tmp = nt_test_tmpdir("nt-email");
+    if (tmp == NULL)
+        return -1;
+    assert_true(asprintf(&tpl_dir, "%s/templates", tmp) > 0);
+    assert_true(asprintf(&srv_dir, "%s/received", tmp) > 0);
+    assert_true(asprintf(&data_dir, "%s/data", tmp) > 0);
+    mkdir(tpl_dir, 0755);
+    mkdir(srv_dir, 0755);
+    mkdir(data_dir, 0755);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/signs.md", tpl_dir);
+    write_file(path, template_md);
+    if (start_server() != 0)
+        return -1;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    char *err = NULL;
+    mods = nt_modules_load(MODULES_DIR, &err);
+    if (mods == NULL) {
+        fprintf(stderr, "modules: %s\n", err);
+        return -1;
+    }
+    const nt_module_t *m = nt_modules_find(mods, "email");
+    if (m == NULL) {
+        fprintf(stderr, "no email plugin in %s\n", MODULES_DIR);
+        return -1;
+    }
+    ops = m->ops;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    nt_modules_free(mods);
+    if (srv_pid > 0) {
+        kill(srv_pid, SIGTERM);
+        waitpid(srv_pid, NULL, 0);
+    }
+    if (tmp != NULL && getenv("NT_TEST_KEEP") == NULL)
+        nt_test_rmrf(tmp);
+    free(tmp);
+    free(tpl_dir);
+    free(srv_dir);
+    free(data_dir);
+    curl_global_cleanup();
+    return 0;
+}
+
+/* A fresh loop, multi and plugin; smtp_url NULL means the maildir. */
+static void start_plugin(const char *url, const char *max_inflight)
+{
+    cfg_smtp_url = url;
+    cfg_max_inflight = max_inflight;
+    base = event_base_new();
+    assert_non_null(base);
+    curlm = nt_curlm_new(base);
+    assert_non_null(curlm);
+    host = (nt_channel_host_t){
+        .abi_version = NT_CHANNEL_ABI_VERSION,
+        .size = sizeof(nt_channel_host_t),
+        .log = nt_log_channel,
+        .config = host_config,
+        .event_base = base,
+        .curl_multi = nt_curlm_handle(curlm),
+        .data_dir = data_dir,
+        .now_ms = host_now,
+        .curl_add = host_curl_add,
+    };
+    plugin_down = 0;
+    pending = 0;
+    char *err = NULL;
+    nt_rc_t rc = ops->init(&host, &plugin, &err);
+    if (rc != NT_OK)
+        fail_msg("init: %s", err);
+    clear_dir(srv_dir);
+}
+
+static int stop_plugin(void **state)
+{
+    if (plugin != NULL)
+        ops->shutdown(plugin);
+    plugin = NULL;
+    plugin_down = 1;
+    nt_curlm_free(curlm);
+    curlm = NULL;
+    if (base != NULL)
+        event_base_free(base);
+    base = NULL;
+    return 0;
+}
+
+/* ---- tests ---- */
+
+static void test_email_smtp_delivers_headers_and_mime_parts(void **state)
+{
+    start_plugin(smtp_url, NULL);
+    result_t r = {0};
+    assert_int_equal(send_one("lead-1|education_track|tech_1_send|3", "ada@example.org", &r),
+                     NT_AGAIN);
+    run_loop();
+    assert_int_equal(r.calls, 1);
+    if (r.rc != NT_OK)
+        fail_msg("dispatch: %s", r.detail);
+    assert_string_equal(r.outcome, "sent");
+
+    char **paths;
+    assert_int_equal(list_eml(srv_dir, &paths), 1);
+    char *msg = slurp(paths[0]);
+    free_list(paths);
+    /* Envelope: MAIL FROM set explicitly, one recipient. */
+    assert_true(strncmp(msg, "X-Test-Mail-From: news@acme.example\r\n"
+                             "X-Test-Rcpt-To: ada@example.org\r\n", 70) == 0);
+    /* Every line ends in CRLF as received. */
+    for (const char *p = strchr(msg, '\n'); p != NULL; p = strchr(p + 1, '\n'))
+        assert_true(p[-1] == '\r');
+    char mid[NT_EMAIL_MSGID_MAX], want[NT_EMAIL_MSGID_MAX + 16];
+    assert_int_equal(nt_email_message_id("lead-1|education_track|tech_1_send|3", "acme.example",
+                                         mid, sizeof(mid)),
+                     NT_OK);
+    snprintf(want, sizeof(want), "\r\nMessage-ID: %s\r\n", mid);
+    assert_non_null(strstr(msg, want));
+    /* "Acme Ünited", "Zoë Ng" and the subject are non-ASCII: RFC 2047 words. */
+    assert_non_null(strstr(msg, "\r\nFrom: =?UTF-8?B?QWNtZSDDnG5pdGVk?= <news@acme.example>\r\n"));
+    assert_non_null(strstr(msg, "\r\nTo: =?UTF-8?B?Wm/DqyBOZw==?= <ada@example.org>\r\n"));
+    assert_non_null(strstr(msg, "\r\nSubject: =?UTF-8?B?"));
+    assert_non_null(strstr(msg, "\r\nReply-To: team@acme.example\r\n"));
+    assert_non_null(strstr(msg, "\r\nMIME-Version: 1.0\r\n"));
+    assert_non_null(strstr(msg, "\r\nList-Unsubscribe: <https://acme.example/unsubscribe?m="));
+    assert_non_null(strstr(msg, "<mailto:unsubscribe@acme.example?subject=unsubscribe>\r\n"));
+    assert_non_null(strstr(msg, "\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
+    assert_non_null(strstr(msg, "\r\nContent-Type: multipart/alternative;\r\n boundary=\"=_nt_"));
+    const char *text = strstr(msg, "Content-Type: text/plain; charset=UTF-8\r\n"
+                                   "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+    const char *html = strstr(msg, "Content-Type: text/html; charset=UTF-8\r\n"
+                                   "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+    assert_non_null(text);
+    assert_non_null(html);
+    assert_true(text < html);
+    /* Substituted and escaped: "Zoë" is =C3=AB in quoted-printable; the company is HTML-escaped
+     * in the HTML part and plain in the text part. */
+    assert_non_null(strstr(text, "Hello Zo=C3=AB,"));
+    assert_non_null(strstr(text, "Teams like **B=C3=BCro <Kraft> & Co**"));
+    assert_non_null(strstr(html, "<strong>B=C3=BCro &lt;Kraft&gt; &amp; Co</strong>"));
+    assert_non_null(strstr(html, "<li>one</li>"));
+    assert_null(strstr(html, "<Kraft>"));
+    free(msg);
+    stop_plugin(state);
+}
+
+static void test_email_smtp_451_is_retried_then_sent_once(void **state)
+{
+    start_plugin(smtp_url, NULL);
+    result_t r = {0};
+    send_one("lead-2|plan|node|1", "tempfail@example.org", &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_EUNAVAIL);
+    assert_non_null(strstr(r.detail, "451"));
+    assert_int_equal(list_eml(srv_dir, NULL), 0);
+    /* The host retries with the same id: the server now says 250. */
+    memset(&r, 0, sizeof(r));
+    send_one("lead-2|plan|node|1", "tempfail@example.org", &r);
+    run_loop();
+    if (r.rc != NT_OK)
+        fail_msg("retry: %s", r.detail);
+    assert_int_equal(list_eml(srv_dir, NULL), 1);
+    stop_plugin(state);
+}
+
+static void test_email_smtp_550_fails_permanently(void **state)
+{
+    start_plugin(smtp_url, NULL);
+    result_t r = {0};
+    send_one("lead-3|plan|node|1", "reject@example.org", &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_EPERMFAIL);
+    assert_non_null(strstr(r.detail, "550"));
+    assert_int_equal(list_eml(srv_dir, NULL), 0);
+    stop_plugin(state);
+}
+
+static void test_email_smtp_server_down_is_transient(void **state)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "smtp://127.0.0.1:%d", nt_test_free_port());
+    start_plugin(url, NULL);
+    result_t r = {0};
+    send_one("lead-4|plan|node|1", "ada@example.org", &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_EUNAVAIL);
+    stop_plugin(state);
+}
+
+static void test_email_smtp_many_in_flight_beyond_the_limit_queue(void **state)
+{
+    start_plugin(smtp_url, "3");
+    enum { N = 25 };
+    result_t r[N];
+    memset(r, 0, sizeof(r));
+    for (int i = 0; i < N; i++) {
+        char id[64], to[64];
+        snprintf(id, sizeof(id), "lead-%d|plan|node|1", 100 + i);
+        snprintf(to, sizeof(to), "lead%d@example.org", i);
+        assert_int_equal(send_one(id, to, &r[i]), NT_AGAIN);
+    }
+    run_loop();
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].calls, 1);
+        if (r[i].rc != NT_OK)
+            fail_msg("message %d: %s", i, r[i].detail);
+    }
+    assert_int_equal(list_eml(srv_dir, NULL), N);
+    stop_plugin(state);
+}
+
+static void test_email_maildir_writes_one_file_per_id(void **state)
+{
+    start_plugin(NULL, NULL);
+    char newdir[512];
+    snprintf(newdir, sizeof(newdir), "%s/maildir/new", data_dir);
+    clear_dir(newdir);
+    result_t r = {0};
+    assert_int_equal(send_one("lead-5|plan|node|1", "ada@example.org", &r), NT_OK);
+    assert_int_equal(r.rc, NT_OK);
+    assert_string_equal(r.outcome, "sent");
+    char **paths;
+    assert_int_equal(list_eml(newdir, &paths), 1);
+    char mid[NT_EMAIL_MSGID_MAX], name[NT_EMAIL_MSGID_MAX + 8];
+    nt_email_message_id("lead-5|plan|node|1", "acme.example", mid, sizeof(mid));
+    snprintf(name, sizeof(name), "/%.*s.eml", (int)strlen(mid) - 2, mid + 1);
+    assert_non_null(strstr(paths[0], name));
+    char *msg = slurp(paths[0]);
+    assert_true(strncmp(msg, "Date: ", 6) == 0);
+    assert_non_null(strstr(msg, mid));
+    free(msg);
+    free_list(paths);
+
+    /* The same id again: accepted, nothing written. */
+    memset(&r, 0, sizeof(r));
+    send_one("lead-5|plan|node|1", "ada@example.org", &r);
+    assert_int_equal(r.rc, NT_OK);
+    assert_non_null(strstr(r.detail, "duplicate"));
+    assert_int_equal(list_eml(newdir, NULL), 1);
+    /* Another id: another file. */
+    send_one("lead-5|plan|node|2", "ada@example.org", &r);
+    assert_int_equal(list_eml(newdir, NULL), 2);
+    /* Nothing is left in tmp/. */
+    char tmpdir[512];
+    snprintf(tmpdir, sizeof(tmpdir), "%s/maildir/tmp", data_dir);
+    DIR *d = opendir(tmpdir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        assert_true(e->d_name[0] == '.');
+    closedir(d);
+    stop_plugin(state);
+}
+
+static void test_email_lead_without_valid_address_fails_permanently(void **state)
+{
+    start_plugin(NULL, NULL);
+    result_t r = {0};
+    send_one("lead-6|plan|node|1", NULL, &r);
+    assert_int_equal(r.rc, NT_EPERMFAIL);
+    assert_non_null(strstr(r.detail, "no email address"));
+    send_one("lead-6|plan|node|2", "ada@example.org\r\nBcc: x@evil.example", &r);
+    assert_int_equal(r.rc, NT_EPERMFAIL);
+    assert_non_null(strstr(r.detail, "malformed"));
+    send_one("lead-6|plan|node|3", "not an address", &r);
+    assert_int_equal(r.rc, NT_EPERMFAIL);
+    stop_plugin(state);
+}
+
+static void test_email_validate_names_missing_and_broken_templates(void **state)
+{
+    char *err = NULL;
+    start_plugin(NULL, NULL); /* validation uses the configured template directory */
+    const nt_kv_t ok[] = {{"template", "signs"}};
+    assert_int_equal(ops->validate(ok, 1, &err), NT_OK);
+    const nt_kv_t missing[] = {{"template", "nope"}};
+    assert_int_equal(ops->validate(missing, 1, &err), NT_EINVAL);
+    char want[600];
+    snprintf(want, sizeof(want), "template 'nope' not found in %s", tpl_dir);
+    assert_non_null(strstr(err, want));
+    free(err);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/broken.md", tpl_dir);
+    write_file(path, "Subject: hi\n\nHello {{first_name\n");
+    const nt_kv_t broken[] = {{"template", "broken"}};
+    assert_int_equal(ops->validate(broken, 1, &err), NT_EINVAL);
+    assert_non_null(strstr(err, "line 3"));
+    free(err);
+    snprintf(path, sizeof(path), "%s/unknown.md", tpl_dir);
+    write_file(path, "Subject: hi\n\nHello {{shoe_size}}\n");
+    const nt_kv_t unknown[] = {{"template", "unknown"}};
+    assert_int_equal(ops->validate(unknown, 1, &err), NT_EINVAL);
+    assert_non_null(strstr(err, "unknown attribute 'shoe_size'"));
+    free(err);
+    const nt_kv_t bad_from[] = {{"template", "signs"}, {"from", "a@b.example\r\nBcc: c@d"}};
+    assert_int_equal(ops->validate(bad_from, 2, &err), NT_EINVAL);
+    free(err);
+    stop_plugin(state);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_email_smtp_delivers_headers_and_mime_parts, stop_plugin),
+        cmocka_unit_test_teardown(test_email_smtp_451_is_retried_then_sent_once, stop_plugin),
+        cmocka_unit_test_teardown(test_email_smtp_550_fails_permanently, stop_plugin),
+        cmocka_unit_test_teardown(test_email_smtp_server_down_is_transient, stop_plugin),
+        cmocka_unit_test_teardown(test_email_smtp_many_in_flight_beyond_the_limit_queue,
+                                  stop_plugin),
+        cmocka_unit_test_teardown(test_email_maildir_writes_one_file_per_id, stop_plugin),
+        cmocka_unit_test_teardown(test_email_lead_without_valid_address_fails_permanently,
+                                  stop_plugin),
+        cmocka_unit_test_teardown(test_email_validate_names_missing_and_broken_templates,
+                                  stop_plugin),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
