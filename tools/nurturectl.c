@@ -698,6 +698,17 @@ static char *escape(const char *s)
     return r;
 }
 
+/* prefix, the URL-escaped id and suffix as one path (caller frees); exits when out of memory. */
+static char *id_path(const char *prefix, const char *id, const char *suffix)
+{
+    char *e = escape(id);
+    char *path = NULL;
+    if (asprintf(&path, "%s%s%s", prefix, e, suffix) < 0)
+        exit(1);
+    free(e);
+    return path;
+}
+
 /* ---------------------------------------------------------------- plan commands */
 
 static int cmd_publish(ctl_t *c, int argc, char **argv)
@@ -783,13 +794,9 @@ static int cmd_stats(ctl_t *c, int argc, char **argv)
         fprintf(stderr, "usage: nurturectl stats PLAN\n");
         return 2;
     }
-    char *id = escape(argv[0]);
-    char *path = NULL;
-    if (asprintf(&path, "/v1/plans/%s/stats", id) < 0)
-        exit(1);
+    char *path = id_path("/v1/plans/", argv[0], "/stats");
     json_t *j = get_json(c, path, argv[0]);
     free(path);
-    free(id);
     if (j == NULL)
         return 1;
     printf("plan %s: %lld enrolled, %lld active\n\n", argv[0],
@@ -843,13 +850,9 @@ static int cmd_lead(ctl_t *c, int argc, char **argv)
         fprintf(stderr, "usage: nurturectl lead ID\n");
         return 2;
     }
-    char *id = escape(argv[0]);
-    char *path = NULL;
-    if (asprintf(&path, "/v1/leads/%s", id) < 0)
-        exit(1);
+    char *path = id_path("/v1/leads/", argv[0], "");
     json_t *j = get_json(c, path, argv[0]);
     free(path);
-    free(id);
     if (j == NULL)
         return 1;
     printf("lead   %s\nscore  ", json_string_value(json_object_get(j, "id")) ?: argv[0]);
@@ -982,9 +985,11 @@ static void enrol_flush(enrol_t *e)
         size_t i;
         json_t *sk;
         json_array_foreach(json_object_get(j, "skipped"), i, sk) {
+            const char *why = json_string_value(json_object_get(sk, "message"));
+
             fprintf(stderr, "lead %s: skipped: %s\n",
                     json_string_value(json_object_get(sk, "id")) ?: "?",
-                    json_string_value(json_object_get(sk, "reason")) ?: "");
+                    why ? why : json_string_value(json_object_get(sk, "reason")) ?: "");
             e->skipped++;
         }
         json_decref(j);
@@ -1073,11 +1078,8 @@ static int cmd_enrol(ctl_t *c, int argc, char **argv)
         goto out;
     }
 
-    char *plan = escape(argv[0]);
     enrol_t e = {.c = c, .plan = argv[0], .batch = json_array()};
-    if (asprintf(&e.path, "/v1/plans/%s/enrol", plan) < 0)
-        exit(1);
-    free(plan);
+    e.path = id_path("/v1/plans/", argv[0], "/enrol");
     long bad_rows = 0;
     while ((r = nt_csv_next(csv, &fields, &nf, &line, &err)) != 0 && !e.failed) {
         if (r < 0) {
