@@ -181,10 +181,37 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     nt_worker_stop(d.worker, on_worker_stopped, NULL);
 }
 
+/* An external Redis must never evict nurture's data and should persist it (DESIGN.md,
+ * pitfalls): say so when it is configured otherwise. */
+static void on_redis_config(nt_rc_t rc, redisReply *reply, void *arg)
+{
+    (void)arg;
+    if (rc != NT_OK || reply->type != REDIS_REPLY_ARRAY) {
+        if (rc == NT_OK && reply->type == REDIS_REPLY_ERROR)
+            nt_log_info("main", "cannot read the Redis configuration (%s): not checked",
+                        reply->str);
+        return;
+    }
+    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+        const char *k = reply->element[i]->str, *v = reply->element[i + 1]->str;
+
+        if (!k || !v)
+            continue;
+        if (strcmp(k, "maxmemory-policy") == 0 && strcmp(v, "noeviction") != 0)
+            nt_log_warn("main", "redis maxmemory-policy is %s: Redis may evict runs and "
+                                "timers; set it to noeviction", v);
+        if (strcmp(k, "appendonly") == 0 && strcmp(v, "yes") != 0)
+            nt_log_warn("main", "redis appendonly is %s: a Redis restart may lose runs and "
+                                "events; set appendonly yes (appendfsync everysec)", v);
+    }
+}
+
 static void on_redis_state(int up, void *arg)
 {
     (void)arg;
     nt_log_info("main", "redis %s", up ? "up" : "down: writes answer 503 until it is back");
+    if (up)
+        nt_redis_cmd(d.redis, on_redis_config, NULL, "CONFIG GET maxmemory-policy appendonly");
 }
 
 static int mkdir_p(const char *dir)
