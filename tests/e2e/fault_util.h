@@ -442,4 +442,63 @@ FT_UNUSED int ft_owned(nt_test_daemon_t *d, long *status)
     return owned;
 }
 
+typedef struct ft_pend_arg {
+    redisContext *c;
+    unsigned parts;
+    long pending, len;
+} ft_pend_arg_t;
+
+/* nt_test_wait_until condition: nothing pending in the events and outbox groups (ft_pending). */
+FT_UNUSED int ft_nothing_pending(void *arg)
+{
+    ft_pend_arg_t *a = arg;
+    a->pending = ft_pending(a->c, a->parts, &a->len);
+    if (a->pending != 0)
+        ft_sleep_ms(200);
+    return a->pending == 0;
+}
+
+/* The common end of a fault test: wait up to timeout_ms until the n runs of plan (leads
+ * <prefix>00000...) ended with reason, give anything that would wrongly count twice 1.5 s, then
+ * check that the plan's stats, every run and the events and outbox consumer groups (nothing
+ * pending within 15 s) say each run ended exactly once. Fails the test, naming seed, otherwise.
+ * *left (may be NULL) gets the entries left in the events and outbox streams. Needs cmocka. */
+FT_UNUSED void ft_expect_runs_ended(nt_test_daemon_t *d, nt_test_redis_t *redis, unsigned parts,
+                                    const char *plan, const char *prefix, const char *reason,
+                                    int n, int timeout_ms, unsigned seed, long *left)
+{
+    ft_stats_t st;
+    if (ft_wait_exits(d, plan, reason, n, timeout_ms, &st) != 0) {
+        nt_test_daemon_dump_log(d);
+        fail_msg("only %lld of %d runs ended in %d s (active %lld); seed %u", st.exits_all, n,
+                 timeout_ms / 1000, st.active, seed);
+    }
+    /* A moment for anything that would wrongly count twice. */
+    ft_sleep_ms(1500);
+    assert_int_equal(ft_get_stats(d, plan, reason, &st), 0);
+    printf("stats: enrolled %lld, active %lld, exits %lld (%s %lld)\n", st.enrolled, st.active,
+           st.exits_all, reason, st.exits);
+    assert_int_equal(st.enrolled, n);
+    assert_int_equal(st.exits, n);
+    assert_int_equal(st.exits_all, n);
+    assert_int_equal(st.active, 0);
+
+    redisContext *c = nt_test_redis_connect(redis);
+    assert_non_null(c);
+    ft_runs_t runs;
+    assert_int_equal(ft_check_runs(c, parts, plan, prefix, n, reason, 1, &runs), 0);
+    if (runs.done != n || runs.bad_score != 0)
+        fail_msg("runs: %d done, %d active, %d missing, %d wrong reason, %d bad scores; first: "
+                 "%s; seed %u",
+                 runs.done, runs.active, runs.missing, runs.wrong_reason, runs.bad_score,
+                 runs.first_bad, seed);
+    ft_pend_arg_t pa = {c, parts, -1, -1};
+    if (nt_test_wait_until(ft_nothing_pending, &pa, 15000) != 0)
+        fail_msg("%ld entries still pending in the events and outbox groups; seed %u",
+                 pa.pending, seed);
+    redisFree(c);
+    if (left)
+        *left = pa.len;
+}
+
 #endif

@@ -270,20 +270,6 @@ static int lines_reached(void *arg)
     return 0;
 }
 
-typedef struct pend_arg {
-    redisContext *c;
-    long pending, len;
-} pend_arg_t;
-
-static int nothing_pending(void *arg)
-{
-    pend_arg_t *a = arg;
-    a->pending = ft_pending(a->c, PARTS, &a->len);
-    if (a->pending != 0)
-        ft_sleep_ms(200);
-    return a->pending == 0;
-}
-
 static void test_redis_restart_while_leads_in_flight_every_run_ends_once(void **state)
 {
     (void)state;
@@ -314,35 +300,8 @@ static void test_redis_restart_while_leads_in_flight_every_run_ends_once(void **
         fflush(stdout);
     }
 
-    ft_stats_t st;
-    if (ft_wait_exits(&daemon_, "flight", "finished", LEADS, 90000, &st) != 0) {
-        nt_test_daemon_dump_log(&daemon_);
-        fail_msg("only %lld of %d runs ended in 90 s (active %lld); seed %u", st.exits_all,
-                 LEADS, st.active, seed);
-    }
-    ft_sleep_ms(1500);
-    assert_int_equal(ft_get_stats(&daemon_, "flight", "finished", &st), 0);
-    printf("stats: enrolled %lld, active %lld, exits %lld (finished %lld)\n", st.enrolled,
-           st.active, st.exits_all, st.exits);
-    assert_int_equal(st.enrolled, LEADS);
-    assert_int_equal(st.exits, LEADS);
-    assert_int_equal(st.exits_all, LEADS);
-    assert_int_equal(st.active, 0);
-
-    redisContext *c = nt_test_redis_connect(&redis);
-    assert_non_null(c);
-    ft_runs_t runs;
-    assert_int_equal(ft_check_runs(c, PARTS, "flight", "f", LEADS, "finished", 1, &runs), 0);
-    if (runs.done != LEADS || runs.bad_score != 0)
-        fail_msg("runs: %d done, %d active, %d missing, %d wrong reason, %d bad scores; first: "
-                 "%s; seed %u",
-                 runs.done, runs.active, runs.missing, runs.wrong_reason, runs.bad_score,
-                 runs.first_bad, seed);
-    pend_arg_t pa = {c, -1, -1};
-    if (nt_test_wait_until(nothing_pending, &pa, 15000) != 0)
-        fail_msg("%ld entries still pending in the events and outbox groups; seed %u",
-                 pa.pending, seed);
-    redisFree(c);
+    ft_expect_runs_ended(&daemon_, &redis, PARTS, "flight", "f", "finished", LEADS, 90000, seed,
+                         NULL);
 
     nt_test_daemon_stop(&daemon_);
     ft_log_t lg;
