@@ -341,9 +341,11 @@ int main(int argc, char **argv)
 out:
     free(errmsg);
     nt_http_free(d.http);
-    nt_worker_free(d.worker);
+    /* Plugins first: their shutdown completes what is still in flight (NT_ECANCELED, e.g. an
+     * SMTP transfer past the worker's stop deadline) into the worker, which must still exist. */
     nt_modules_free(d.mods);
     host_plugins_down = 1;
+    nt_worker_free(d.worker);
     nt_plans_free(d.plans);
     nt_curlm_free(d.curlm);
     nt_redis_free(d.redis);
