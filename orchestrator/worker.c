@@ -65,6 +65,7 @@ struct part {
     int busy;               /* fetch/decide/apply in flight */
     int again;              /* woken while busy */
     int waiting_plans;      /* plans being loaded for the current batch */
+    int queued;             /* wants a batch while the worker has its most in flight */
     int obusy;              /* outbox read in flight */
     int orecover;           /* the outbox must be read (taken over, or an apply unanswered) */
     dmsg_t *msgs;           /* in a channel, or parked for a retry */
@@ -89,6 +90,9 @@ struct nt_worker {
     char **live;            /* ids of the live workers at the last heartbeat, sorted */
     size_t nlive;
     int meta_ok;
+    unsigned active;        /* partitions with a batch in flight */
+    unsigned next_queued;   /* where the search for a queued partition starts */
+    struct event *slot_ev;  /* zero-delay: a batch slot came free */
     struct event *lease_ev;
     int stopping;
     int releasing;
@@ -103,6 +107,40 @@ static void part_idle(part_t *pt, int64_t next_due);
 static void check_stopped(nt_worker_t *w);
 static void outbox_fetch(part_t *pt);
 static void fetch(part_t *pt);
+
+/* Batches in flight at once, over all partitions of this worker. */
+#define NT_WORKER_MAX_ACTIVE 4
+
+static void busy(part_t *pt)
+{
+    pt->busy = 1;
+    pt->w->active++;
+}
+
+/* A batch ended: give its slot to a partition that is waiting for one. */
+static void unbusy(part_t *pt)
+{
+    if (!pt->busy)
+        return;
+    pt->busy = 0;
+    pt->w->active--;
+    event_active(pt->w->slot_ev, EV_TIMEOUT, 0);
+}
+
+static void on_slot(evutil_socket_t fd, short what, void *arg)
+{
+    nt_worker_t *w = arg;
+
+    (void)fd;
+    (void)what;
+    for (unsigned n = 0; n < w->nparts && w->active < NT_WORKER_MAX_ACTIVE; n++) {
+        part_t *pt = &w->parts[w->next_queued];
+
+        w->next_queued = (w->next_queued + 1) % w->nparts;
+        if (pt->queued && !pt->busy)
+            fetch(pt);
+    }
+}
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -743,7 +781,7 @@ static void on_plan_loaded(nt_rc_t rc, const nt_plan_t *plan, void *arg)
     if (rc != NT_OK)
         nt_log_warn("worker", "partition %u: loading a plan failed: %s", pt->p, nt_strerror(rc));
     if (--pt->waiting_plans == 0) {
-        pt->busy = 0;
+        unbusy(pt);
         if (pt->w->stopping)
             kick(pt);
         else
@@ -810,7 +848,7 @@ static void on_applied(nt_rc_t rc, redisReply *reply, void *arg)
     nt_worker_t *w = pt->w;
     int full = b->nitems >= w->cfg->batch;
 
-    pt->busy = 0;
+    unbusy(pt);
     if (rc != NT_OK || reply->type != REDIS_REPLY_ARRAY) {
         /* It may have run without its answer reaching us: read the outbox back before anything
          * committed there is lost from sight; outcomes are tried again. */
@@ -902,7 +940,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
     if (!b) {
         give_back(pt, pt->taken, pt->ntaken);
         pt->ntaken = 0;
-        pt->busy = 0;
+        unbusy(pt);
         part_poll(pt, 200);
         return;
     }
@@ -1073,7 +1111,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
         int64_t next_due = b->next_due;
 
         batch_free(b);
-        pt->busy = 0;
+        unbusy(pt);
         if (w->stopping)
             kick(pt);
         else if (full || pt->again || pt->ndone)
@@ -1100,7 +1138,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
         give_back(pt, b->outs, b->nouts);
         b->nouts = 0;
         batch_free(b);
-        pt->busy = 0;
+        unbusy(pt);
         part_poll(pt, 200);
         return;
     }
@@ -1126,7 +1164,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
     give_back(pt, b->outs, b->nouts);
     b->nouts = 0;
     batch_free(b);
-    pt->busy = 0;
+    unbusy(pt);
     part_poll(pt, 200);
 }
 
@@ -1147,7 +1185,7 @@ static void on_fetched(nt_rc_t rc, redisReply *reply, void *arg)
             part_poll(pt, 200);
         }
         pt->ntaken = 0;
-        pt->busy = 0;
+        unbusy(pt);
     } else if (load_missing_plans(pt, reply)) {
         give_back(pt, pt->taken, pt->ntaken);
         pt->ntaken = 0;
@@ -1171,6 +1209,13 @@ static void fetch(part_t *pt)
         pt->again = pt->busy;
         return;
     }
+    if (w->active >= NT_WORKER_MAX_ACTIVE) {
+        /* Redis runs one script at a time: more batches in flight only queue up behind each
+         * other and age towards the command timeout. Wait for a slot. */
+        pt->queued = 1;
+        return;
+    }
+    pt->queued = 0;
     n = pt->ndone < w->cfg->batch ? pt->ndone : w->cfg->batch;
     argv = malloc(sizeof(*argv) * (10 + 2 * n));
     pt->taken = realloc(pt->taken, sizeof(*pt->taken) * (n + 1));
@@ -1202,11 +1247,11 @@ static void fetch(part_t *pt)
          * timers and events out of this batch. */
         argv[k++] = m->has_snap ? "" : m->msg.plan_id;
     }
-    pt->busy = 1;
+    busy(pt);
     if (nt_redis_script(w->redis, "fetch", on_fetched, pt, 3, (int)k, argv, NULL) != NT_OK) {
         give_back(pt, pt->taken, pt->ntaken);
         pt->ntaken = 0;
-        pt->busy = 0;
+        unbusy(pt);
         part_poll(pt, 500);
     }
     free(argv);
@@ -1476,7 +1521,8 @@ nt_worker_t *nt_worker_new(const nt_worker_deps_t *deps, char **errmsg)
     w->nparts = deps->cfg->partitions;
     w->parts = calloc(w->nparts, sizeof(*w->parts));
     w->lease_ev = event_new(w->base, -1, EV_PERSIST, on_lease_tick, w);
-    if (!w->id || !w->parts || !w->lease_ev)
+    w->slot_ev = event_new(w->base, -1, 0, on_slot, w);
+    if (!w->id || !w->parts || !w->lease_ev || !w->slot_ev)
         goto nomem;
     for (unsigned i = 0; i < w->nparts; i++) {
         part_t *pt = &w->parts[i];
@@ -1636,6 +1682,8 @@ void nt_worker_free(nt_worker_t *w)
     }
     if (w->lease_ev)
         event_free(w->lease_ev);
+    if (w->slot_ev)
+        event_free(w->slot_ev);
     if (w->stop_ev)
         event_free(w->stop_ev);
     free_live(w);
