@@ -9,6 +9,7 @@
  *   templates                   template directory (default <data_dir>/templates when it
  *                               exists, else the source tree's workflows/templates)
  *   smtp_url                    smtp://host:port or smtps://host:port; empty: maildir
+ *   http_url, http_auth, http_body   an HTTP JSON provider instead of SMTP (email_http.h)
  *   smtp_user, smtp_password    AUTH (or NT_SMTP_USER / NT_SMTP_PASSWORD in the environment)
  *   starttls                    try (default), yes (required), no
  *   timeout_ms, connect_timeout_ms   per transfer (default 30000, 10000)
@@ -38,6 +39,7 @@
 #include <curl/curl.h>
 
 #include "email_buf.h"
+#include "email_http.h"
 #include "email_msg.h"
 #include "email_tpl.h"
 #include "nurture/channel.h"
@@ -164,6 +166,7 @@ struct email_state {
     char *templates;
     char *maildir;              /* maildir mode when smtp_url is NULL */
     char *smtp_url, *smtp_user, *smtp_password;
+    nt_email_http_t *http;      /* the HTTP provider transport, when http_url is set */
     long use_ssl;
     long timeout_ms, connect_timeout_ms;
     int max_inflight;
@@ -242,6 +245,7 @@ static void state_free(email_state_t *st)
     free(st->smtp_url);
     free(st->smtp_user);
     free(st->smtp_password);
+    nt_email_http_free(st->http);
     free(st);
 }
 
@@ -312,7 +316,14 @@ static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **er
         goto oom;
 
     const char *url = cfg(st, "smtp_url", NULL);
-    if (url != NULL) {
+    const char *http_url = cfg(st, "http_url", NULL);
+    if (http_url != NULL) {
+        if (url != NULL)
+            logf_(st, NT_LOG_WARN, "channel.email.http_url is set: smtp_url is not used");
+        st->http = nt_email_http_new(host, http_url, errmsg);
+        if (st->http == NULL)
+            goto fail;
+    } else if (url != NULL) {
         if (strncmp(url, "smtp://", 7) != 0 && strncmp(url, "smtps://", 8) != 0) {
             *errmsg = msgf("email: channel.email.smtp_url must start with smtp:// or smtps://");
             goto fail;
@@ -538,7 +549,8 @@ static nt_rc_t compose(email_state_t *st, const nt_message_t *msg, char *msgid, 
             .unsub_mailto = st->unsub_mailto,
             .date_ms = real_ms(),
         };
-        rc = nt_email_msg_build(&m, data, len, &err);
+        rc = st->http != NULL ? nt_email_http_body(st->http, &m, msg->id, data, len)
+                              : nt_email_msg_build(&m, data, len, &err);
         if (rc != NT_OK) {
             *detail = err;
             err = NULL;
@@ -770,6 +782,8 @@ static nt_rc_t email_dispatch(void *state, const nt_message_t *msg, nt_channel_d
         free(detail);
         return NT_OK;
     }
+    if (st->http != NULL)
+        return nt_email_http_send(st->http, msgid, msg->id, data, len, done, done_arg);
     if (st->smtp_url == NULL) {
         int dup = 0;
         rc = maildir_deliver(st, msgid, data, len, &dup, &detail);
