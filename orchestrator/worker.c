@@ -29,6 +29,26 @@
 
 typedef struct part part_t;
 typedef struct dmsg dmsg_t;
+typedef struct breaker breaker_t;
+
+/* A channel's circuit breaker. After NT_BREAKER_THRESHOLD transient failures in a row the
+ * channel counts as down: further messages are held (committed in the outbox and in memory,
+ * neither failed nor retried), and after a cool-down one message probes; its success closes
+ * the breaker and releases the held ones, its failure doubles the cool-down (at most 60 s). */
+#define NT_BREAKER_THRESHOLD 5
+
+enum { NT_BRK_CLOSED = 0, NT_BRK_OPEN = 1, NT_BRK_PROBING = 2 };
+
+struct breaker {
+    nt_worker_t *w;
+    const nt_module_t *mod;
+    int state;
+    unsigned fails;         /* transient failures in a row */
+    int64_t cooldown_ms;
+    int64_t open_until;     /* real ms */
+    size_t held;
+    struct event *ev;       /* the probe timer */
+};
 
 /* A message handed to a channel, owned by the worker until its outcome is applied. */
 struct dmsg {
@@ -43,6 +63,7 @@ struct dmsg {
     const nt_module_t *mod;
     int attempt;
     int in_plugin;          /* dispatch called, done not yet */
+    int parked;             /* held while its channel's circuit breaker is open */
     struct event *retry_ev;
     char *outcome;          /* once done */
     char *detail;
@@ -91,6 +112,8 @@ struct nt_worker {
     size_t nlive;
     int meta_ok;
     unsigned active;        /* partitions with a batch in flight */
+    breaker_t *brk;         /* one per channel plugin */
+    size_t nbrk;
     unsigned next_queued;   /* where the search for a queued partition starts */
     struct event *slot_ev;  /* zero-delay: a batch slot came free */
     struct event *lease_ev;
@@ -298,12 +321,21 @@ static const char *keep(dmsg_t *m, const char *s)
     return c;
 }
 
-/* Lead fields a channel sees: attributes, with _score and _stage as score and stage. */
+/* Lead fields a channel sees: attributes, with _score, _stage, _unsub and _suppressed as score,
+ * stage, unsubscribed and suppressed. */
 static int lead_field_for_channel(const char *k, const char **name)
 {
     if (strncmp(k, "r:", 2) == 0 || strncmp(k, "e:", 2) == 0 || strcmp(k, "_created") == 0)
         return 0;
-    *name = strcmp(k, "_score") == 0 ? "score" : strcmp(k, "_stage") == 0 ? "stage" : k;
+    /* "unsubscribed" and "suppressed" are the daemon's marks (set by the tracking routes and
+     * the provider webhook): an attribute of the same name never passes for one. */
+    if (strcmp(k, "unsubscribed") == 0 || strcmp(k, "suppressed") == 0)
+        return 0;
+    *name = strcmp(k, "_score") == 0    ? "score"
+            : strcmp(k, "_stage") == 0  ? "stage"
+            : strcmp(k, "_unsub") == 0  ? "unsubscribed"
+            : strcmp(k, "_suppressed") == 0 ? "suppressed"
+                                            : k;
     return 1;
 }
 
@@ -423,6 +455,97 @@ static void kick(part_t *pt)
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
 static void dispatch_one(dmsg_t *m);
+static void plugin_dispatch(dmsg_t *m);
+
+static breaker_t *breaker_of(nt_worker_t *w, const nt_module_t *mod)
+{
+    for (size_t i = 0; mod && i < w->nbrk; i++)
+        if (w->brk[i].mod == mod)
+            return &w->brk[i];
+    return NULL;
+}
+
+static void hold(breaker_t *b, dmsg_t *m)
+{
+    if (!m->parked) {
+        m->parked = 1;
+        b->held++;
+    }
+}
+
+/* A held message of b's channel, released from hold; NULL when none. */
+static dmsg_t *unhold_one(breaker_t *b)
+{
+    nt_worker_t *w = b->w;
+
+    for (unsigned i = 0; b->held && i < w->nparts; i++)
+        for (dmsg_t *m = w->parts[i].msgs; m; m = m->next)
+            if (m->parked && m->mod == b->mod) {
+                m->parked = 0;
+                b->held--;
+                return m;
+            }
+    return NULL;
+}
+
+/* The breaker's timer: release what was held once the breaker has closed (never from inside
+ * the plugin's own completion, which is where a breaker closes), or probe once the cool-down
+ * is over. */
+static void on_probe(evutil_socket_t fd, short what, void *arg)
+{
+    breaker_t *b = arg;
+    dmsg_t *m;
+
+    (void)fd;
+    (void)what;
+    if (b->state == NT_BRK_CLOSED) {
+        while ((m = unhold_one(b)))
+            plugin_dispatch(m);
+        return;
+    }
+    if (b->state != NT_BRK_OPEN || b->w->stopping)
+        return;
+    m = unhold_one(b);
+    if (m) {
+        b->state = NT_BRK_PROBING;
+        nt_log_info("dispatch", "channel %s: probing with %s", b->mod->ops->name, m->msg.id);
+        plugin_dispatch(m);
+    }
+}
+
+static void breaker_open(breaker_t *b, const char *why)
+{
+    struct timeval tv;
+
+    b->cooldown_ms = b->cooldown_ms ? b->cooldown_ms * 2 : 1000;
+    if (b->cooldown_ms > 60000)
+        b->cooldown_ms = 60000;
+    b->open_until = nt_real_ms() + b->cooldown_ms;
+    if (b->state == NT_BRK_CLOSED)
+        nt_log_warn("dispatch", "channel %s looks down (%s): holding its messages, probing in %lld ms",
+                    b->mod->ops->name, why, (long long)b->cooldown_ms);
+    b->state = NT_BRK_OPEN;
+    tv.tv_sec = b->cooldown_ms / 1000;
+    tv.tv_usec = (b->cooldown_ms % 1000) * 1000;
+    if (b->ev)
+        evtimer_add(b->ev, &tv);
+}
+
+/* The channel answered (delivered, or refused for good): it is up. */
+static void breaker_ok(breaker_t *b)
+{
+    b->fails = 0;
+    if (b->state == NT_BRK_CLOSED)
+        return;
+    nt_log_info("dispatch", "channel %s is back: releasing %zu held messages", b->mod->ops->name,
+                b->held);
+    b->state = NT_BRK_CLOSED;
+    b->cooldown_ms = 0;
+    if (b->ev) {
+        evtimer_del(b->ev);
+        event_active(b->ev, EV_TIMEOUT, 0);
+    }
+}
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
@@ -437,15 +560,28 @@ static void on_channel_done(void *arg, nt_rc_t rc, const char *outcome, const ch
     part_t *pt = m->pt;
     nt_worker_t *w = pt->w;
 
+    breaker_t *b = breaker_of(w, m->mod);
+
     m->in_plugin = 0;
     if (rc == NT_ECANCELED || !pt->owned) {
         /* Left in the outbox: whoever owns the partition next delivers it. */
+        if (b && b->state == NT_BRK_PROBING)
+            breaker_open(b, "probe canceled");
         list_remove(&pt->msgs, m);
         pt->nmsgs--;
         dmsg_free(m);
         check_stopped(w);
         return;
     }
+    if (b && (rc == NT_EUNAVAIL || rc == NT_ETIMEOUT) && !w->stopping &&
+        (b->state == NT_BRK_PROBING || ++b->fails >= NT_BREAKER_THRESHOLD)) {
+        /* An outage, not this message's fault: it is held without using up an attempt. */
+        breaker_open(b, detail ? detail : nt_strerror(rc));
+        hold(b, m);
+        return;
+    }
+    if (b && rc != NT_EUNAVAIL && rc != NT_ETIMEOUT)
+        breaker_ok(b);
     if ((rc == NT_EUNAVAIL || rc == NT_ETIMEOUT) && m->attempt < w->cfg->dispatch_retries &&
         !w->stopping) {
         /* Exponential backoff with jitter: about 200 ms, 400 ms, ... at most 60 s. */
@@ -491,13 +627,32 @@ static void on_channel_done(void *arg, nt_rc_t rc, const char *outcome, const ch
 
 static void dispatch_one(dmsg_t *m)
 {
-    nt_rc_t rc;
+    breaker_t *b;
 
     if (!m->mod || !m->mod->started) {
         /* No such channel running here: keep it, try again later. */
         on_channel_done(m, NT_EUNAVAIL, NULL, "channel not running");
         return;
     }
+    b = breaker_of(m->pt->w, m->mod);
+    if (b && b->state != NT_BRK_CLOSED) {
+        if (b->state == NT_BRK_OPEN && nt_real_ms() >= b->open_until) {
+            b->state = NT_BRK_PROBING;
+            if (b->ev)
+                evtimer_del(b->ev);
+        } else {
+            hold(b, m);
+            return;
+        }
+    }
+    plugin_dispatch(m);
+}
+
+/* Hand m to its plugin now. */
+static void plugin_dispatch(dmsg_t *m)
+{
+    nt_rc_t rc;
+
     m->msg.attempt = m->attempt;
     m->in_plugin = 1;
     rc = m->mod->ops->dispatch(m->mod->state, &m->msg, on_channel_done, m);
@@ -1524,6 +1679,17 @@ nt_worker_t *nt_worker_new(const nt_worker_deps_t *deps, char **errmsg)
     w->slot_ev = event_new(w->base, -1, 0, on_slot, w);
     if (!w->id || !w->parts || !w->lease_ev || !w->slot_ev)
         goto nomem;
+    w->nbrk = nt_modules_count(w->mods);
+    w->brk = calloc(w->nbrk + 1, sizeof(*w->brk));
+    if (!w->brk)
+        goto nomem;
+    for (size_t i = 0; i < w->nbrk; i++) {
+        w->brk[i].w = w;
+        w->brk[i].mod = nt_modules_at(w->mods, i);
+        w->brk[i].ev = evtimer_new(w->base, on_probe, &w->brk[i]);
+        if (!w->brk[i].ev)
+            goto nomem;
+    }
     for (unsigned i = 0; i < w->nparts; i++) {
         part_t *pt = &w->parts[i];
 
@@ -1684,6 +1850,10 @@ void nt_worker_free(nt_worker_t *w)
         event_free(w->lease_ev);
     if (w->slot_ev)
         event_free(w->slot_ev);
+    for (size_t i = 0; w->brk && i < w->nbrk; i++)
+        if (w->brk[i].ev)
+            event_free(w->brk[i].ev);
+    free(w->brk);
     if (w->stop_ev)
         event_free(w->stop_ev);
     free_live(w);
@@ -1693,13 +1863,29 @@ void nt_worker_free(nt_worker_t *w)
 
 json_t *nt_worker_health(const nt_worker_t *w)
 {
+    static const char *states[] = {"closed", "open", "probing"};
     size_t inflight = 0;
+    json_t *channels = json_object();
+    int64_t now = nt_real_ms();
 
     for (unsigned i = 0; i < w->nparts; i++)
         inflight += w->parts[i].nmsgs;
-    return json_pack("{s:s, s:i, s:i, s:i, s:b}", "id", w->id, "partitions", (int)w->nparts,
-                     "partitions_owned", (int)w->owned, "messages_in_flight", (int)inflight,
-                     "stopping", w->stopping);
+    for (size_t i = 0; i < w->nbrk; i++) {
+        const breaker_t *b = &w->brk[i];
+
+        json_object_set_new(
+            channels, b->mod->ops->name,
+            json_pack("{s:s, s:b, s:i, s:i, s:I}", "breaker", states[b->state], "started",
+                      b->mod->started, "consecutive_failures", (int)b->fails, "held",
+                      (int)b->held,
+                      "probe_in_ms",
+                      (json_int_t)(b->state == NT_BRK_OPEN && b->open_until > now
+                                       ? b->open_until - now
+                                       : 0)));
+    }
+    return json_pack("{s:s, s:i, s:i, s:i, s:b, s:o}", "id", w->id, "partitions",
+                     (int)w->nparts, "partitions_owned", (int)w->owned, "messages_in_flight",
+                     (int)inflight, "stopping", w->stopping, "channels", channels);
 }
 
 static void on_posted(nt_rc_t rc, redisReply *reply, void *arg)
