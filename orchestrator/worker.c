@@ -1101,7 +1101,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
     }
     b->pt = pt;
     b->next_due = rint_(reply->element[1]);
-    b->nitems = timers->elements + events->elements;
+    b->nitems = timers->elements + events->elements + outcomes->elements;
     b->outs = calloc(pt->ntaken + 1, sizeof(*b->outs));
 
     /* Outcomes of messages delivered from memory. */
@@ -1380,7 +1380,10 @@ static void fetch(part_t *pt)
         return;
     }
     snprintf(now_s, sizeof(now_s), "%lld", (long long)nt_now_ms());
-    snprintf(n_s, sizeof(n_s), "%u", w->cfg->batch);
+    /* Runs in flight come first: outcomes take their share of the batch and only the rest is
+     * filled with new timers and events. Without this a backlog of due timers starts new runs
+     * faster than their messages' outcomes are recorded, and those pile up in memory. */
+    snprintf(n_s, sizeof(n_s), "%zu", (size_t)w->cfg->batch - n);
     snprintf(idle_s, sizeof(idle_s), "%d", w->cfg->lease_ms);
     argv[k++] = pt->k_lease;
     argv[k++] = pt->k_timers;
