@@ -324,6 +324,9 @@ void nt_config_fini(nt_config_t *cfg)
     free(cfg->modules_dir);
     free(cfg->worker_id);
     free(cfg->log_file);
+    free(cfg->public_url);
+    free(cfg->tracking_secret);
+    free(cfg->webhook_secret);
     for (size_t i = 0; i < cfg->ntokens; i++) {
         free(cfg->tokens[i].role);
         free(cfg->tokens[i].secret);
@@ -338,7 +341,8 @@ void nt_config_fini(nt_config_t *cfg)
     memset(cfg, 0, sizeof(*cfg));
 }
 
-enum key_kind { K_STR, K_STR_EMPTY_OK, K_INT, K_UINT, K_DOUBLE, K_SIZE, K_LEVEL, K_REDIS };
+enum key_kind { K_STR, K_STR_EMPTY_OK, K_INT, K_UINT, K_DOUBLE, K_SIZE, K_LEVEL, K_REDIS, K_SECRET,
+                K_URL };
 
 /* The table drives nt_config_set and nt_config_usage: one row per key. */
 typedef struct key_def {
@@ -369,7 +373,7 @@ static const key_def_t keys[] = {
      "clock speed-up for demos and tests (>0, up to 1e7)"},
     {"batch", K_UINT, OFF(batch), 1, 10000, "256", "runs per fetch/apply round"},
     {"poll-ms", K_INT, OFF(poll_ms), 1, 60000, "10",
-     "idle poll period for timers, events and outbox"},
+     "shortest pause between looks at a partition; an idle one is looked at when its next timer is due, at the latest every 50 x poll-ms (at least 500 ms)"},
     {"lease-ms", K_INT, OFF(lease_ms), 500, 3600000, "5000", "partition lease period (>= 500)"},
     {"redis-timeout-ms", K_INT, OFF(redis_timeout_ms), 1, 3600000, "5000",
      "a Redis request batch slower than this counts as a broken connection"},
@@ -385,6 +389,12 @@ static const key_def_t keys[] = {
      "timeline entries kept per lead"},
     {"dispatch-retries", K_INT, OFF(dispatch_retries), 0, 1000, "8",
      "transient delivery attempts before a send leaves by \"failed\""},
+    {"public-url", K_URL, OFF(public_url), 0, 0, "http://<bind>:<port>",
+     "base URL of signed links in messages (unsubscribe, clicks, opens)"},
+    {"tracking-secret", K_SECRET, OFF(tracking_secret), 0, 0, "<data-dir>/tracking.key",
+     "HMAC key of signed links (at least 16 characters); generated when unset"},
+    {"webhook-secret", K_SECRET, OFF(webhook_secret), 0, 0, "<data-dir>/webhook.key",
+     "HMAC key of provider webhooks (X-Nurture-Signature); generated when unset"},
 };
 
 static int valid_redis_addr(const char *v)
@@ -445,6 +455,45 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
             return -1;
         }
         return 0;
+    case K_SECRET:
+        /* Never echo a secret in an error message. */
+        if (value[0] != '\0' && strlen(value) < NT_TOKEN_MIN_SECRET) {
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: must be at least %d characters", key,
+                                                NT_TOKEN_MIN_SECRET));
+            return -1;
+        }
+        for (const char *p = value; *p != '\0'; p++) {
+            if ((unsigned char)*p <= 0x20 || (unsigned char)*p == 0x7f) {
+                nt_errmsg_set(errmsg,
+                              nt_errmsg_fmt("%s: contains a space or control character", key));
+                return -1;
+            }
+        }
+        if (set_str((char **)(void *)field, value) != 0) {
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: out of memory", key));
+            return -1;
+        }
+        return 0;
+    case K_URL: {
+        int ok = value[0] == '\0' || strncmp(value, "http://", 7) == 0 ||
+                 strncmp(value, "https://", 8) == 0;
+        for (const char *p = value; ok && *p != '\0'; p++)
+            ok = (unsigned char)*p > 0x20 && (unsigned char)*p < 0x7f && *p != '"' &&
+                 *p != '<' && *p != '>' && *p != '\\' && *p != '?' && *p != '#';
+        if (!ok) {
+            nt_errmsg_set(errmsg, bad_value(key, value, "an http:// or https:// URL without a "
+                                                        "query"));
+            return -1;
+        }
+        if (set_str((char **)(void *)field, value) != 0) {
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: out of memory", key));
+            return -1;
+        }
+        size_t n = strlen(*(char **)(void *)field);
+        while (n > 0 && (*(char **)(void *)field)[n - 1] == '/')
+            (*(char **)(void *)field)[--n] = '\0';
+        return 0;
+    }
     case K_INT:
     case K_UINT: {
         long v;
@@ -773,6 +822,19 @@ int nt_config_from_args(nt_config_t *cfg, int argc, char **argv, char **errmsg)
     }
     if (env_tokens(cfg, errmsg) != 0)
         return -1;
+    static const struct { const char *env, *key; } secrets[] = {
+        {"NURTURE_TRACKING_SECRET", "tracking-secret"},
+        {"NURTURE_WEBHOOK_SECRET", "webhook-secret"},
+    };
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
+        const char *v = getenv(secrets[i].env);
+        char *err = NULL;
+        if (v != NULL && v[0] != '\0' && nt_config_set(cfg, secrets[i].key, v, &err) != 0) {
+            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: %s", secrets[i].env, err != NULL ? err : "error"));
+            free(err);
+            return -1;
+        }
+    }
     for (int i = 1; i < argc; i++) {
         int used = flag_at(argc, argv, i, key, sizeof(key), &value);
         if (strcmp(key, "config") != 0) {
@@ -808,5 +870,6 @@ void nt_config_usage(FILE *out)
     fprintf(out, "  %-20s %-28s %s\n", "channel.<name>.<key>", "(per channel)",
             "a channel plugin setting, e.g. channel.log.path");
     fprintf(out, "\nEnvironment: NURTURE_TOKEN_OPS, NURTURE_TOKEN_REP, NURTURE_TOKEN_WEBHOOK add"
-                 " tokens (comma-separated secret[:name]).\n");
+                 " tokens (comma-separated secret[:name]); NURTURE_TRACKING_SECRET and"
+                 " NURTURE_WEBHOOK_SECRET set tracking-secret and webhook-secret.\n");
 }

@@ -24,7 +24,7 @@ typedef struct nt_config {
     unsigned partitions;    /* partitions 64; fixed when the deployment is created */
     double time_scale;      /* time-scale 1 */
     unsigned batch;         /* batch 256: runs per fetch/apply round */
-    int poll_ms;            /* poll-ms 10: idle poll period for timers, events and outbox */
+    int poll_ms;            /* poll-ms 10: shortest pause between looks at a partition */
     int lease_ms;           /* lease-ms 5000: partition lease period */
     int redis_timeout_ms;   /* redis-timeout-ms 5000 */
     char *worker_id;        /* worker-id <hostname>:<pid> */
@@ -34,6 +34,9 @@ typedef struct nt_config {
     size_t max_plan_body;   /* max-plan-body 4194304 bytes for plan bodies */
     int timeline_max;       /* timeline-max 20 entries kept per lead */
     int dispatch_retries;   /* dispatch-retries 8 transient attempts before "failed" */
+    char *public_url;       /* public-url "": http://<bind>:<port>; base of signed links */
+    char *tracking_secret;  /* tracking-secret "": generated into <data-dir>/tracking.key */
+    char *webhook_secret;   /* webhook-secret "": generated into <data-dir>/webhook.key */
     nt_token_t *tokens;     /* token <role> <secret> [name]; repeatable */
     size_t ntokens;
     nt_kv_t *extra;         /* channel.<name>.<key> <value> */
@@ -51,7 +54,8 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
  * Returns 0, or -1 with *errmsg = "nurture.conf:12: unknown key 'prot'". */
 int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg);
 
-/* Defaults, then --config FILE, then NURTURE_TOKEN_OPS/_REP/_WEBHOOK from the environment,
+/* Defaults, then --config FILE, then NURTURE_TOKEN_OPS/_REP/_WEBHOOK, NURTURE_TRACKING_SECRET and
+ * NURTURE_WEBHOOK_SECRET from the environment,
  * then every other --key value flag in order. --help and --version are left to the caller
  * (returns 1 when seen). Returns 0, 1, or -1 with *errmsg set. */
 int nt_config_from_args(nt_config_t *cfg, int argc, char **argv, char **errmsg);
