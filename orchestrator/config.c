@@ -373,7 +373,8 @@ static const key_def_t keys[] = {
      "clock speed-up for demos and tests (>0, up to 1e7)"},
     {"batch", K_UINT, OFF(batch), 1, 10000, "256", "runs per fetch/apply round"},
     {"poll-ms", K_INT, OFF(poll_ms), 1, 60000, "10",
-     "shortest pause between looks at a partition; an idle one is looked at when its next timer is due, at the latest every 50 x poll-ms (at least 500 ms)"},
+     "shortest pause between looks at a partition; an idle one is looked at when its next "
+     "timer is due, at the latest every 50 x poll-ms (at least 500 ms)"},
     {"lease-ms", K_INT, OFF(lease_ms), 500, 3600000, "5000", "partition lease period (>= 500)"},
     {"redis-timeout-ms", K_INT, OFF(redis_timeout_ms), 1, 3600000, "5000",
      "a Redis request batch slower than this counts as a broken connection"},
