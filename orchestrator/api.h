@@ -38,7 +38,7 @@ struct nt_api_req {
     size_t nseg;
     char *query;              /* raw query string or NULL */
     json_t *body;             /* the JSON body (object) of JSON routes, else NULL */
-    const unsigned char *raw; /* the raw body (protobuf routes) */
+    const unsigned char *raw; /* the raw body (protobuf and raw routes) */
     size_t rawlen;
     int role;        /* NT_API_ROLE_* of the caller */
     const char *who; /* the token's name */
@@ -58,6 +58,19 @@ void nt_api_reply_json(nt_api_req_t *r, int status, json_t *body);
 /* Reply {"error":{"code","message"}} with status. */
 void nt_api_error(nt_api_req_t *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Reply with status and a body of any type (copied). No-op when the request is finished. */
+void nt_api_reply_raw(nt_api_req_t *r, int status, const char *ctype, const void *data,
+                      size_t len);
+
+/* Add a response header (before the reply). */
+void nt_api_header_out(nt_api_req_t *r, const char *name, const char *value);
+
+/* A request header, borrowed while the request is not finished; NULL when absent. */
+const char *nt_api_header_in(const nt_api_req_t *r, const char *name);
+
+/* Non-zero for a HEAD request (routed like GET; libevent sends no body). */
+int nt_api_is_head(const nt_api_req_t *r);
 
 /* Reply with an error body built by the caller ({"error":{...}}), stolen. */
 void nt_api_error_json(nt_api_req_t *r, int status, json_t *body);
@@ -197,5 +210,11 @@ void nt_api_plans_list(nt_api_req_t *r);
 void nt_api_plans_get(nt_api_req_t *r);
 void nt_api_plans_activate(nt_api_req_t *r);
 void nt_api_plans_stats(nt_api_req_t *r);
+/* Signed links (api_track.c): /t/c/<token>, /t/o/<token>, /t/u/<token>; the provider webhook. */
+void nt_api_track_click(nt_api_req_t *r);
+void nt_api_track_open(nt_api_req_t *r);
+void nt_api_track_unsub_page(nt_api_req_t *r);
+void nt_api_track_unsub(nt_api_req_t *r);
+void nt_api_webhook_email(nt_api_req_t *r);
 
 #endif

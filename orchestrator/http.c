@@ -39,7 +39,7 @@ struct nt_http {
 
 /* --- Routes ---------------------------------------------------------------------------------- */
 
-enum { BODY_NONE = 0, BODY_JSON = 1, BODY_PROTO = 2 };
+enum { BODY_NONE = 0, BODY_JSON = 1, BODY_PROTO = 2, BODY_RAW = 3 /* any type, max-body */ };
 
 typedef void handler_fn(nt_api_req_t *r);
 
@@ -70,6 +70,15 @@ static const route_t routes[] = {
     {EVHTTP_REQ_POST, "/v1/plans/*/enrol", NT_API_ROLE_OPS, BODY_JSON, nt_api_bulk_enrol},
     {EVHTTP_REQ_POST, "/v1/plans/*/activate", NT_API_ROLE_OPS, BODY_JSON, nt_api_plans_activate},
     {EVHTTP_REQ_GET, "/v1/plans/*/stats", NT_API_ROLE_OPS, BODY_NONE, nt_api_plans_stats},
+    {EVHTTP_REQ_POST, "/v1/webhooks/email", NT_API_ROLE_WEBHOOK, BODY_RAW, nt_api_webhook_email},
+    /* Signed links in messages: the token is the authority, no bearer token (api_track.c). */
+    {EVHTTP_REQ_GET, "/t/c/*", 0, BODY_NONE, nt_api_track_click},
+    {EVHTTP_REQ_HEAD, "/t/c/*", 0, BODY_NONE, nt_api_track_click},
+    {EVHTTP_REQ_GET, "/t/o/*", 0, BODY_NONE, nt_api_track_open},
+    {EVHTTP_REQ_HEAD, "/t/o/*", 0, BODY_NONE, nt_api_track_open},
+    {EVHTTP_REQ_GET, "/t/u/*", 0, BODY_NONE, nt_api_track_unsub_page},
+    {EVHTTP_REQ_HEAD, "/t/u/*", 0, BODY_NONE, nt_api_track_unsub_page},
+    {EVHTTP_REQ_POST, "/t/u/*", 0, BODY_RAW, nt_api_track_unsub},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -128,6 +137,8 @@ static const char *status_reason(int status)
         return "Created";
     case 202:
         return "Accepted";
+    case 302:
+        return "Found";
     case 400:
         return "Bad Request";
     case 401:
@@ -228,6 +239,30 @@ static void send_reply(nt_api_req_t *r, int status, const char *ctype, const cha
     if (out)
         evbuffer_free(out);
     nt_api_unref(r);
+}
+
+void nt_api_reply_raw(nt_api_req_t *r, int status, const char *ctype, const void *data,
+                      size_t len)
+{
+    send_reply(r, status, ctype, data, len);
+}
+
+void nt_api_header_out(nt_api_req_t *r, const char *name, const char *value)
+{
+    if (r->req && !r->finished)
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), name, value);
+}
+
+const char *nt_api_header_in(const nt_api_req_t *r, const char *name)
+{
+    if (!r->req || r->finished)
+        return NULL;
+    return evhttp_find_header(evhttp_request_get_input_headers(r->req), name);
+}
+
+int nt_api_is_head(const nt_api_req_t *r)
+{
+    return r->req && evhttp_request_get_command(r->req) == EVHTTP_REQ_HEAD;
 }
 
 void nt_api_reply_json(nt_api_req_t *r, int status, json_t *body)
@@ -845,6 +880,14 @@ static void on_request(struct evhttp_request *req, void *arg)
             nt_api_error(r, 415, "unsupported_media_type",
                          "a plan must be binary nt.Workflow (Content-Type: "
                          "application/x-protobuf)");
+            return;
+        }
+        r->raw = len ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
+        r->rawlen = len;
+    } else if (rt->body == BODY_RAW) {
+        if (len > h->d.cfg->max_body) {
+            nt_api_error(r, 413, "too_large", "the body has %zu bytes, more than max-body %zu", len,
+                         h->d.cfg->max_body);
             return;
         }
         r->raw = len ? evbuffer_pullup(in, -1) : (const unsigned char *)"";

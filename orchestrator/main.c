@@ -40,9 +40,19 @@ static struct {
 
 /* ---- the plugin host ---------------------------------------------------------------------- */
 
+/* channel.<name>.<key>; tracking_secret and public_url default to the daemon's own, so that
+ * plugins sign links (include/nurture/track.h) that nurtured verifies. */
 static const char *host_config(const char *channel, const char *key, const char *def)
 {
-    return nt_config_channel(&d.cfg, channel, key, def);
+    const char *v = nt_config_channel(&d.cfg, channel, key, NULL);
+
+    if (v)
+        return v;
+    if (key && strcmp(key, "tracking_secret") == 0 && d.cfg.tracking_secret)
+        return d.cfg.tracking_secret;
+    if (key && strcmp(key, "public_url") == 0 && d.cfg.public_url)
+        return d.cfg.public_url;
+    return def;
 }
 
 static nt_rc_t host_post_event(const char *lead_id, const char *type, const nt_kv_t *attrs,
@@ -155,6 +165,57 @@ static int load_or_make_tokens(void)
     }
     fclose(f);
     return n > 0 ? 0 : -1;
+}
+
+/* A secret left unset: <data-dir>/<file> (mode 0600), created with 32 random bytes in hex at the
+ * first start, so that links and webhook signatures stay valid across restarts. */
+static int load_or_make_secret(char **secret, const char *file)
+{
+    char path[4096], line[512];
+    FILE *f;
+    char *err = NULL;
+
+    if (*secret && (*secret)[0])
+        return 0;
+    snprintf(path, sizeof(path), "%s/%s", d.cfg.data_dir, file);
+    f = fopen(path, "r");
+    if (!f) {
+        unsigned char raw[32];
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+
+        if (fd < 0 || !(f = fdopen(fd, "w"))) {
+            nt_log_error("main", "cannot create %s: %s", path, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        if (RAND_bytes(raw, sizeof(raw)) != 1) {
+            fclose(f);
+            return -1;
+        }
+        for (size_t b = 0; b < sizeof(raw); b++)
+            fprintf(f, "%02x", raw[b]);
+        fprintf(f, "\n");
+        if (fclose(f) != 0)
+            return -1;
+        nt_log_info("main", "generated %s", path);
+        f = fopen(path, "r");
+        if (!f)
+            return -1;
+    }
+    if (!fgets(line, sizeof(line), f))
+        line[0] = '\0';
+    fclose(f);
+    line[strcspn(line, "\r\n")] = '\0';
+    if (nt_config_set(&d.cfg, strcmp(file, "webhook.key") == 0 ? "webhook-secret"
+                                                               : "tracking-secret",
+                      line, &err) != 0 ||
+        !line[0]) {
+        nt_log_error("main", "%s: %s", path, err ? err : "empty");
+        free(err);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- life cycle --------------------------------------------------------------------------- */
@@ -272,6 +333,18 @@ int main(int argc, char **argv)
     }
     if (d.cfg.ntokens == 0 && load_or_make_tokens() != 0)
         goto out;
+    if (load_or_make_secret(&d.cfg.tracking_secret, "tracking.key") != 0 ||
+        load_or_make_secret(&d.cfg.webhook_secret, "webhook.key") != 0)
+        goto out;
+    if (!d.cfg.public_url || !d.cfg.public_url[0]) {
+        char url[512];
+
+        snprintf(url, sizeof(url), "http://%s:%d", d.cfg.bind, d.cfg.port);
+        if (nt_config_set(&d.cfg, "public-url", url, &errmsg) != 0) {
+            nt_log_error("main", "public-url: %s", errmsg ? errmsg : "bad");
+            goto out;
+        }
+    }
 
     if (!d.cfg.redis || !d.cfg.redis[0]) {
         if (nt_redis_child_start(&d.child, d.cfg.redis_server, d.cfg.data_dir, &errmsg) !=

@@ -18,6 +18,13 @@
  *   unsubscribe_url             link in List-Unsubscribe (default https://<domain>/unsubscribe;
  *                               the message's id is appended as ?m=<hex>)
  *   unsubscribe_mailto          default unsubscribe@<domain>
+ *   tracking                    yes (default) or no: signed links (email_track.h) when the
+ *                               host gives tracking_secret and public_url; then the
+ *                               unsubscribe link is <public_url>/t/u/<token>, links in the HTML
+ *                               part are click links and an open pixel is added
+ *
+ * Leads with the "unsubscribed" or "suppressed" field (the daemon's _unsub, _suppressed) are
+ * not written to: the outcome is "suppressed" at once, nothing is built or sent.
  *
  * Outcomes: sent; SMTP 4xx, refused connections and timeouts are NT_EUNAVAIL (the host retries
  * with backoff); SMTP 5xx and leads without a valid address are NT_EPERMFAIL. bounced and
@@ -42,7 +49,9 @@
 #include "email_http.h"
 #include "email_msg.h"
 #include "email_tpl.h"
+#include "email_track.h"
 #include "nurture/channel.h"
+#include "nurture/track.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -163,6 +172,7 @@ struct email_state {
     const nt_channel_host_t *host;
     char *from, *from_name, *reply_to, *domain;
     char *unsub_url, *unsub_mailto;
+    char *track_secret, *track_base; /* signed links when both are set */
     char *templates;
     char *maildir;              /* maildir mode when smtp_url is NULL */
     char *smtp_url, *smtp_user, *smtp_password;
@@ -240,6 +250,8 @@ static void state_free(email_state_t *st)
     free(st->domain);
     free(st->unsub_url);
     free(st->unsub_mailto);
+    free(st->track_secret);
+    free(st->track_base);
     free(st->templates);
     free(st->maildir);
     free(st->smtp_url);
@@ -247,6 +259,45 @@ static void state_free(email_state_t *st)
     free(st->smtp_password);
     nt_email_http_free(st->http);
     free(st);
+}
+
+/* Signed links: the host answers tracking_secret and public_url (nurtured's tracking-secret
+ * and public-url) unless channel.email.tracking is no. */
+static nt_rc_t track_init(email_state_t *st, char **errmsg)
+{
+    const char *on = cfg(st, "tracking", "yes");
+    const char *secret = cfg(st, "tracking_secret", NULL);
+    const char *base = cfg(st, "public_url", NULL);
+    if (strcmp(on, "yes") != 0 && strcmp(on, "no") != 0) {
+        *errmsg = msgf("email: channel.email.tracking must be yes or no");
+        return NT_EINVAL;
+    }
+    if (strcmp(on, "no") == 0 || secret == NULL || base == NULL) {
+        logf_(st, NT_LOG_INFO, "no tracking: links are not signed, no open pixel");
+        return NT_OK;
+    }
+    st->track_secret = strdup(secret);
+    st->track_base = strdup(base);
+    if (st->track_secret == NULL || st->track_base == NULL) {
+        *errmsg = msgf("email: out of memory");
+        return NT_ENOMEM;
+    }
+    size_t n = strlen(st->track_base);
+    while (n > 0 && st->track_base[n - 1] == '/')
+        st->track_base[--n] = '\0';
+    if (!nt_track_url_ok(st->track_base) || strpbrk(st->track_base, "?#") != NULL) {
+        *errmsg = msgf("email: public_url must be an http(s) URL without a query");
+        return NT_EINVAL;
+    }
+    return NT_OK;
+}
+
+/* Non-zero when the lead may not be written to: unsubscribed, bounced hard or complained. */
+static int lead_suppressed(const nt_message_t *msg)
+{
+    const char *u = kv_get(msg->lead, msg->nlead, "unsubscribed");
+    const char *s = kv_get(msg->lead, msg->nlead, "suppressed");
+    return (u != NULL && u[0] != '\0') || (s != NULL && s[0] != '\0');
 }
 
 static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **errmsg)
@@ -298,6 +349,9 @@ static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **er
                        "query, and unsubscribe_mailto a plain address");
         goto fail;
     }
+
+    if (track_init(st, errmsg) != NT_OK)
+        goto fail;
 
     const char *tdir = cfg(st, "templates", NULL);
     if (tdir != NULL) {
@@ -522,8 +576,17 @@ static nt_rc_t compose(email_state_t *st, const nt_message_t *msg, char *msgid, 
     }
 
     const char *at = strchr(msgid, '@');
-    char *unsub = msgf("%s?m=%.*s", st->unsub_url, (int)(at - msgid - 1), msgid + 1);
-    char *html = unsub != NULL ? html_document(r.subject, r.html, unsub) : NULL;
+    char *unsub = NULL, *fragment = NULL;
+    if (st->track_secret != NULL) {
+        nt_email_track_t t = {st->track_base, st->track_secret, strlen(st->track_secret),
+                              msg->id, real_ms() / 1000};
+        unsub = nt_email_track_link(&t, NT_TRACK_UNSUBSCRIBE, NULL);
+        fragment = nt_email_track_html(&t, r.html);
+    }
+    if (unsub == NULL) /* no tracking, or an id that is not <lead>:<plan>:<node>:<visit> */
+        unsub = msgf("%s?m=%.*s", st->unsub_url, (int)(at - msgid - 1), msgid + 1);
+    const char *frag = fragment != NULL ? fragment : r.html;
+    char *html = unsub != NULL ? html_document(r.subject, frag, unsub) : NULL;
     char *text = unsub != NULL ? msgf("%s\n\n-- \nNot useful any more? Unsubscribe: %s\n", r.text,
                                       unsub)
                                : NULL;
@@ -562,6 +625,7 @@ static nt_rc_t compose(email_state_t *st, const nt_message_t *msg, char *msgid, 
     free(text);
     free(html);
     free(unsub);
+    free(fragment);
     nt_email_rendered_fini(&r);
     *to_out = to;
     *from_out = from;
@@ -774,6 +838,10 @@ static nt_rc_t email_dispatch(void *state, const nt_message_t *msg, nt_channel_d
     email_state_t *st = state;
     char msgid[NT_EMAIL_MSGID_MAX];
     char *data = NULL, *detail = NULL;
+    if (lead_suppressed(msg)) {
+        done(done_arg, NT_OK, "suppressed", "email: the lead unsubscribed or is suppressed");
+        return NT_OK;
+    }
     size_t len = 0;
     const char *to = NULL, *from = NULL;
     nt_rc_t rc = compose(st, msg, msgid, &data, &len, &to, &from, &detail);
