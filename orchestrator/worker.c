@@ -300,10 +300,10 @@ static dmsg_t *dmsg_alloc(part_t *pt, size_t nstr, size_t nparams, size_t nlead)
         return NULL;
     m->pt = pt;
     m->attempt = 1;
-    m->cstrs = nstr;
-    m->strs = calloc(nstr, sizeof(char *));
+    m->cstrs = nstr + 4;
+    m->strs = calloc(m->cstrs, sizeof(char *));
     m->params = calloc(nparams + 1, sizeof(nt_kv_t));
-    m->lead = calloc(nlead + 1, sizeof(nt_kv_t));
+    m->lead = calloc(nlead + 3, sizeof(nt_kv_t)); /* + the marks set_mark may add */
     if (!m->strs || !m->params || !m->lead) {
         dmsg_free(m);
         return NULL;
@@ -337,6 +337,17 @@ static int lead_field_for_channel(const char *k, const char **name)
             : strcmp(k, "_suppressed") == 0 ? "suppressed"
                                             : k;
     return 1;
+}
+
+/* Set a daemon mark ("unsubscribed", "suppressed") on the lead as the channel sees it. */
+static void set_mark(dmsg_t *m, const char *name, const char *value)
+{
+    for (size_t i = 0; i < m->msg.nlead; i++)
+        if (strcmp(m->lead[i].key, name) == 0)
+            return;
+    m->lead[m->msg.nlead].key = keep(m, name);
+    m->lead[m->msg.nlead].value = keep(m, value);
+    m->msg.nlead++;
 }
 
 /* A message as decided: the lead as it stands after the decision. */
@@ -1017,9 +1028,11 @@ static void on_applied(nt_rc_t rc, redisReply *reply, void *arg)
         lose_partition(pt, "fencing token changed");
         for (size_t i = 0; i < b->nouts; i++)
             dmsg_free(b->outs[i]);
-    } else if (reply->elements == 3 && reply->element[1]->type == REDIS_REPLY_ARRAY &&
-               reply->element[2]->type == REDIS_REPLY_ARRAY) {
-        const redisReply *res = reply->element[1], *ids = reply->element[2];
+    } else if (reply->elements == 4 && reply->element[1]->type == REDIS_REPLY_ARRAY &&
+               reply->element[2]->type == REDIS_REPLY_ARRAY &&
+               reply->element[3]->type == REDIS_REPLY_ARRAY) {
+        const redisReply *res = reply->element[1], *ids = reply->element[2],
+                         *marks = reply->element[3];
 
         for (size_t i = 0; i < b->ndec && i < res->elements; i++) {
             long long v = rint_(res->element[i]);
@@ -1049,6 +1062,16 @@ static void on_applied(nt_rc_t rc, redisReply *reply, void *arg)
                 continue;
             }
             nt_metrics.messages_committed++;
+            /* The lead's suppression as it stood when the message was committed: a snapshot
+             * carried over from an earlier step may predate an unsubscribe. */
+            if (i < marks->elements) {
+                const char *mk = rstr(marks->element[i]);
+
+                if (strchr(mk, 'u'))
+                    set_mark(m, "unsubscribed", "1");
+                if (strchr(mk, 's'))
+                    set_mark(m, "suppressed", "1");
+            }
             m->entry = strdup(id);
             if (!m->entry) {
                 dmsg_free(m);

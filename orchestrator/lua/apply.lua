@@ -12,17 +12,18 @@
 --              to the run's own due time (0: removed) while the run is still at that token, and
 --              removed when the run has ended or is gone
 --   outbox ids: messages whose outcome this batch consumed: acknowledged and deleted
--- Returns {'FENCED'} or {'OK', results, message ids}: per decision 0 when its state token no
--- longer matched (nothing of it applied), 1 when applied, or the enrolment's real ms when it
+-- Returns {'FENCED'} or {'OK', results, message ids, marks}: per decision 0 when its state token
+-- no longer matched (nothing of it applied), 1 when applied, or the enrolment's real ms when it
 -- ended the run (for the enrol-to-exit latency); per message, in order, its outbox entry id
--- ("" for messages of decisions not applied).
+-- ("" for messages of decisions not applied) and the lead's suppression when it was committed
+-- ("u" unsubscribed, "s" suppressed, both, or "").
 local me, tok, now, pre, hmax = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local l = redis.call('HMGET', KEYS[1], 'owner', 'token')
 if l[1] ~= me or l[2] ~= tok then
   return {'FENCED'}
 end
 local b = cmsgpack.unpack(ARGV[6])
-local results, ids = {}, {}
+local results, ids, marks = {}, {}, {}
 
 -- funnel counters are summed over the batch and written once per field
 local stats = {}
@@ -118,6 +119,7 @@ for _, d in ipairs(b[1]) do
     results[#results + 1] = 0
     for _ = 1, #msgs do
       ids[#ids + 1] = ''
+      marks[#marks + 1] = ''
     end
   else
     local node, status, due = d[5], d[6], d[8]
@@ -148,7 +150,13 @@ for _, d in ipairs(b[1]) do
     if d[12] ~= '' then
       redis.call('HSET', lk, '_stage', d[12])
     end
+    local mark = ''
+    if #msgs > 0 then
+      local u = redis.call('HMGET', lk, '_unsub', '_suppressed')
+      mark = (u[1] and 'u' or '') .. (u[2] and 's' or '')
+    end
     for _, m in ipairs(msgs) do
+      marks[#marks + 1] = mark
       local args = {'XADD', KEYS[4], '*', 'id', m[1], 'l', lead, 'p', plan, 'v', v, 'n', m[3],
                     'vi', m[4], 'c', m[2]}
       for _, x in ipairs(m[5]) do
@@ -185,4 +193,4 @@ for plan, t in pairs(stats) do
     end
   end
 end
-return {'OK', results, ids}
+return {'OK', results, ids, marks}
