@@ -216,5 +216,13 @@ void nt_api_track_open(nt_api_req_t *r);
 void nt_api_track_unsub_page(nt_api_req_t *r);
 void nt_api_track_unsub(nt_api_req_t *r);
 void nt_api_webhook_email(nt_api_req_t *r);
+/* Call tasks and reps (api_tasks.c). */
+void nt_api_tasks_list(nt_api_req_t *r);
+void nt_api_tasks_get(nt_api_req_t *r);
+void nt_api_tasks_claim(nt_api_req_t *r);
+void nt_api_tasks_complete(nt_api_req_t *r);
+void nt_api_tasks_reassign(nt_api_req_t *r);
+void nt_api_reps_get(nt_api_req_t *r);
+void nt_api_reps_patch(nt_api_req_t *r);
 
 #endif

@@ -6,6 +6,7 @@
 #include "modules.h"
 #include "plans.h"
 #include "redis.h"
+#include "tasks.h"
 #include "worker.h"
 
 struct event_base;
@@ -18,6 +19,7 @@ typedef struct nt_http_deps {
     nt_plans_t *plans;
     const nt_modules_t *mods;
     nt_worker_t *worker;
+    nt_tasks_t *tasks; /* the call task store (api_tasks.c); may be NULL */
 } nt_http_deps_t;
 
 /* Bind cfg->bind:cfg->port and serve. Returns NULL with *errmsg when the port cannot be

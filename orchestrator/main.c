@@ -23,6 +23,7 @@
 #include "plans.h"
 #include "redis.h"
 #include "redis_child.h"
+#include "tasks.h"
 #include "worker.h"
 
 static struct {
@@ -34,6 +35,7 @@ static struct {
     nt_plans_t *plans;
     nt_modules_t *mods;
     nt_worker_t *worker;
+    nt_tasks_t *tasks;
     nt_http_t *http;
     int stopping;
 } d;
@@ -101,6 +103,14 @@ static int host_curl_add(void *easy, void (*done)(void *easy, int curl_code, voi
     return 0;
 }
 
+/* The call channel's tasks live in the daemon (tasks.c): plugins have no Redis handle. */
+static nt_rc_t host_create_task(const nt_message_t *msg, const nt_kv_t *fields, size_t nfields,
+                                nt_channel_done_fn *done, void *done_arg)
+{
+    return d.tasks ? nt_tasks_create(d.tasks, msg, fields, nfields, done, done_arg)
+                   : NT_EUNAVAIL;
+}
+
 static nt_channel_host_t host = {
     .abi_version = NT_CHANNEL_ABI_VERSION,
     .size = sizeof(nt_channel_host_t),
@@ -109,6 +119,7 @@ static nt_channel_host_t host = {
     .now_ms = nt_now_ms,
     .post_event = host_post_event,
     .curl_add = host_curl_add,
+    .create_task = host_create_task,
 };
 
 /* ---- tokens ------------------------------------------------------------------------------- */
@@ -375,6 +386,15 @@ int main(int argc, char **argv)
         nt_log_error("main", "start-up: %s", errmsg ? errmsg : "out of memory");
         goto out;
     }
+    {
+        nt_tasks_deps_t td = {d.base, &d.cfg, d.redis, d.curlm};
+
+        d.tasks = nt_tasks_new(&td, &errmsg);
+        if (!d.tasks) {
+            nt_log_error("main", "call tasks: %s", errmsg ? errmsg : "out of memory");
+            goto out;
+        }
+    }
     host.event_base = d.base;
     host.curl_multi = nt_curlm_handle(d.curlm);
     host.redis = NULL; /* plugins that need Redis get it through post_event for now */
@@ -390,7 +410,7 @@ int main(int argc, char **argv)
         goto out;
     }
     {
-        nt_http_deps_t hd = {d.base, &d.cfg, d.redis, d.plans, d.mods, d.worker};
+        nt_http_deps_t hd = {d.base, &d.cfg, d.redis, d.plans, d.mods, d.worker, d.tasks};
 
         d.http = nt_http_new(&hd, &errmsg);
     }
@@ -414,6 +434,9 @@ int main(int argc, char **argv)
 out:
     free(errmsg);
     nt_http_free(d.http);
+    /* Task creations still waiting for Redis complete (canceled) into the live worker. */
+    nt_tasks_free(d.tasks);
+    d.tasks = NULL;
     /* Plugins first: their shutdown completes what is still in flight (NT_ECANCELED, e.g. an
      * SMTP transfer past the worker's stop deadline) into the worker, which must still exist. */
     nt_modules_free(d.mods);

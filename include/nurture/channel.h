@@ -106,6 +106,26 @@ typedef struct nt_channel_host {
      * The host cleans those handles up later and never calls a done of an unloaded plugin.
      */
     int (*curl_add)(void *easy, void (*done)(void *easy, int curl_code, void *arg), void *arg);
+    /**
+     * Create a call task for msg in the daemon's task store (plugins have no Redis handle).
+     * Appended after curl_add: read it only when `size >= offsetof(nt_channel_host_t,
+     * create_task) + sizeof(void *)` and it is not NULL.
+     *
+     * `fields` describe the task (all optional, borrowed for the call only): "reason" (the
+     * reason in words, placeholders already filled), "points" (talking points), "priority"
+     * (low|normal|high), "due_in_ms" and "sla_ms" (decimal milliseconds on the daemon's clock),
+     * "team". The store routes the task (the lead's `owner`, else the team's reps by weighted
+     * round-robin, else the team queue) and creates it at most once per msg->id.
+     *
+     * Returns NT_AGAIN, after which `done(done_arg, rc, outcome, detail)` fires exactly once on
+     * the loop: NT_OK with outcome "task_created" (also when the task already existed), a
+     * transient error (NT_EUNAVAIL, NT_ETIMEOUT) to be retried, NT_ECANCELED at shutdown, or
+     * NT_EPERMFAIL for a message that can never become a task. Any other return: done never
+     * fires. `done` may be the worker's own completion passed through: the host calls it even
+     * after the plugin is shut down, never plugin code.
+     */
+    nt_rc_t (*create_task)(const nt_message_t *msg, const nt_kv_t *fields, size_t nfields,
+                           nt_channel_done_fn *done, void *done_arg);
 } nt_channel_host_t;
 
 /** Describes one channel parameter, for validation before a plan is published. */
