@@ -70,6 +70,11 @@ static void usage(FILE *f)
         "  enrol PLAN LEADS.csv             create/update the CSV's leads and enrol them\n"
         "  lead ID                          attributes, score, stage, runs and timeline\n"
         "  event LEAD TYPE [k=v...] [--machine]  post an event for a lead\n"
+        "call tasks:\n"
+        "  tasks list [REP|team:TEAM]       open tasks by due time (a rep token: its own)\n"
+        "  tasks complete ID OUTCOME [NOTE...]  log a call's outcome (connected, left_voicemail,\n"
+        "                                   no_answer, wrong_number, meeting_booked,\n"
+        "                                   not_interested); the lead's run moves on\n"
         "  help                             this text\n"
         "\n"
         "options:\n"
@@ -949,6 +954,99 @@ static int cmd_event(ctl_t *c, int argc, char **argv)
     return rc;
 }
 
+/* ---------------------------------------------------------------- tasks */
+
+static int tasks_list(ctl_t *c, int argc, char **argv)
+{
+    char *q = NULL, *path;
+    json_t *j;
+    size_t i;
+    json_t *t;
+
+    if (argc > 1) {
+        fprintf(stderr, "usage: nurturectl tasks list [REP|team:TEAM]\n");
+        return 2;
+    }
+    if (argc == 1 && strncmp(argv[0], "team:", 5) == 0)
+        q = id_path("?team=", argv[0] + 5, "");
+    else if (argc == 1)
+        q = id_path("?rep=", argv[0], "");
+    path = xmalloc(strlen("/v1/tasks") + (q ? strlen(q) : 0) + 1);
+    sprintf(path, "/v1/tasks%s", q ? q : "");
+    free(q);
+    j = get_json(c, path, "tasks");
+    free(path);
+    if (j == NULL)
+        return 1;
+    if (json_array_size(json_object_get(j, "tasks")) == 0)
+        printf("no open tasks\n");
+    json_array_foreach(json_object_get(j, "tasks"), i, t) {
+        printf("%s\n  due ", json_string_value(json_object_get(t, "id")) ?: "?");
+        print_scalar(json_object_get(t, "due"));
+        printf("  %-6s %-8s owner %s team %s\n",
+               json_string_value(json_object_get(t, "priority")) ?: "normal",
+               json_string_value(json_object_get(t, "status")) ?: "?",
+               json_string_value(json_object_get(t, "owner")) ?: "(queue)",
+               json_string_value(json_object_get(t, "team")) ?: "?");
+        printf("  lead %s: %s\n", json_string_value(json_object_get(t, "lead")) ?: "?",
+               json_string_value(json_object_get(t, "reason")) ?: "");
+        if (json_string_value(json_object_get(t, "points")))
+            printf("  points: %s\n", json_string_value(json_object_get(t, "points")));
+    }
+    json_decref(j);
+    return 0;
+}
+
+static int tasks_complete(ctl_t *c, int argc, char **argv)
+{
+    json_t *body;
+    char *s, *path, note[4096] = "";
+    membuf_t r;
+    long st;
+    int rc = 0;
+
+    if (argc < 2) {
+        fprintf(stderr, "usage: nurturectl tasks complete ID OUTCOME [NOTE...]\n");
+        return 2;
+    }
+    for (int i = 2; i < argc; i++) {
+        if (i > 2)
+            strncat(note, " ", sizeof(note) - strlen(note) - 1);
+        strncat(note, argv[i], sizeof(note) - strlen(note) - 1);
+    }
+    body = json_pack("{s:s, s:s}", "outcome", argv[1], "note", note);
+    s = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (s == NULL) {
+        fprintf(stderr, "nurturectl tasks complete: outcome and note must be UTF-8\n");
+        return 2;
+    }
+    path = id_path("/v1/tasks/", argv[0], "/complete");
+    st = http(c, "POST", path, "application/json", s, strlen(s), &r);
+    free(path);
+    free(s);
+    if (st == 200) {
+        printf("task %s done: %s\n", argv[0], argv[1]);
+    } else {
+        if (st >= 0)
+            print_error("tasks complete", st, &r);
+        rc = 1;
+    }
+    free(r.p);
+    return rc;
+}
+
+static int cmd_tasks(ctl_t *c, int argc, char **argv)
+{
+    if (argc >= 1 && strcmp(argv[0], "list") == 0)
+        return tasks_list(c, argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "complete") == 0)
+        return tasks_complete(c, argc - 1, argv + 1);
+    fprintf(stderr, "usage: nurturectl tasks list [REP|team:TEAM]\n"
+                    "       nurturectl tasks complete ID OUTCOME [NOTE...]\n");
+    return 2;
+}
+
 /* ---------------------------------------------------------------- enrol */
 
 typedef struct enrol {
@@ -1189,7 +1287,7 @@ static const command_t commands[] = {
     {"validate", cmd_validate, 0}, {"compile", cmd_compile, 0}, {"publish", cmd_publish, 1},
     {"dot", cmd_dot, 0},           {"enrol", cmd_enrol, 1},     {"enroll", cmd_enrol, 1},
     {"lead", cmd_lead, 1},         {"event", cmd_event, 1},     {"plans", cmd_plans, 1},
-    {"stats", cmd_stats, 1},
+    {"stats", cmd_stats, 1},       {"tasks", cmd_tasks, 1},
 };
 
 int main(int argc, char **argv)

@@ -3,6 +3,7 @@
  * tasks are created once per message; a rep sees and changes only their own tasks; bad bodies
  * change nothing; tasks wait in the team queue when no rep has capacity; a task past its SLA goes
  * back to the team queue. */
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "api_util.h"
@@ -444,6 +445,47 @@ static void test_call_task_past_sla_goes_to_team_queue(void **state)
     assert_false(listed_now(REP2, "?mine=1", id));
 }
 
+/* Run nurturectl with token against the daemon; returns its exit status and output in out. */
+static int ctl(const char *token, const char *args, char *out, size_t cap)
+{
+    char cmd[1024];
+    FILE *f;
+    size_t n;
+
+    snprintf(cmd, sizeof(cmd), "NURTURE_TOKEN='%s' '%s' --url '%s' %s 2>&1", token,
+             NT_NURTURECTL_BIN, env.daemon.url, args);
+    f = popen(cmd, "r");
+    assert_non_null(f);
+    n = fread(out, 1, cap - 1, f);
+    out[n] = '\0';
+    return WEXITSTATUS(pclose(f));
+}
+
+static void test_call_task_nurturectl_lists_and_completes(void **state)
+{
+    char id[128], out[8192], args[512];
+    json_t *t;
+
+    (void)state;
+    call_plan("calls5", "sales", "1d");
+    lead("call-g", "{\"owner\":\"rep1\"}", 64);
+    enrol("call-g", "calls5");
+    task_id(id, sizeof(id), "call-g", "calls5");
+    t = wait_task(REP, "?mine=1", id);
+    json_decref(t);
+    assert_int_equal(ctl(REP, "tasks list", out, sizeof(out)), 0);
+    assert_non_null(strstr(out, id));
+    assert_non_null(strstr(out, "attended the pricing webinar, score 64"));
+    assert_int_equal(ctl(OPS, "tasks list rep1", out, sizeof(out)), 0);
+    assert_non_null(strstr(out, id));
+    snprintf(args, sizeof(args), "tasks complete '%s' busy_signal", id);
+    assert_int_equal(ctl(REP, args, out, sizeof(out)), 1);
+    snprintf(args, sizeof(args), "tasks complete '%s' meeting_booked Thursday at two", id);
+    assert_int_equal(ctl(REP, args, out, sizeof(out)), 0);
+    wait_exit("call-g", "calls5", "meeting_booked");
+    assert_int_equal(ctl(REP, "tasks frob", out, sizeof(out)), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -453,6 +495,7 @@ int main(void)
         cmocka_unit_test(test_call_task_waits_in_team_queue_when_no_rep_has_capacity),
         cmocka_unit_test(test_call_task_out_of_office_rep_is_skipped),
         cmocka_unit_test(test_call_task_past_sla_goes_to_team_queue),
+        cmocka_unit_test(test_call_task_nurturectl_lists_and_completes),
     };
 
     return cmocka_run_group_tests(tests, setup, api_teardown);
