@@ -204,6 +204,19 @@ void nt_api_leads_get(nt_api_req_t *r);
 void nt_api_leads_enrol(nt_api_req_t *r);
 /* POST /v1/plans/{id}/enrol: one api_enrol_many.lua call per partition (api_leads.c). */
 void nt_api_bulk_enrol(nt_api_req_t *r);
+
+/* The bulk enrolment for other handlers (webhooks creating leads): status has one letter per
+ * lead, in order: 'o' enrolled, 'u' upserted only (entry filter), 'c' active already, 'n'/'w'
+ * re-entry refused, 'f' the script call failed. Borrowed for the call. */
+typedef void nt_api_enrolled_fn(nt_api_req_t *r, const char *status, size_t n, void *arg);
+typedef struct bulk_ctx nt_api_bulk_t;
+/* Create or update leads[0..n) (each with an id; the array is taken, freed with the handle) and
+ * enrol them in plan (borrowed from the plan cache, as the handlers hold it). done fires once
+ * unless the request was answered meanwhile (out of memory, Redis down: replied here). Returns
+ * the handle, which the caller frees with nt_api_bulk_free in its ctx_free, or NULL. */
+nt_api_bulk_t *nt_api_enrol_many(nt_api_req_t *r, const nt_plan_t *plan, nt_api_lead_in_t *leads,
+                                 size_t n, nt_api_enrolled_fn *done, void *arg);
+void nt_api_bulk_free(nt_api_bulk_t *b);
 void nt_api_events_post(nt_api_req_t *r);
 void nt_api_plans_publish(nt_api_req_t *r);
 void nt_api_plans_list(nt_api_req_t *r);
@@ -224,5 +237,21 @@ void nt_api_tasks_complete(nt_api_req_t *r);
 void nt_api_tasks_reassign(nt_api_req_t *r);
 void nt_api_reps_get(nt_api_req_t *r);
 void nt_api_reps_patch(nt_api_req_t *r);
+/* Webhook signatures (api_track.c), shared by every signed webhook: check X-Nurture-Signature
+ * (t=<unix s>,v1=<hex HMAC-SHA256(webhook-secret, "<t>." body)>) over r->raw. Returns 0 with
+ * the matching v1 in sig (65 bytes), or -1 after replying 401 (503 without a secret). */
+int nt_api_webhook_signed(nt_api_req_t *r, char *sig);
+/* Record sig as used (10 minutes); done's rep[0] is a status reply when it was fresh, nil for a
+ * replay (reply 409 then). */
+void nt_api_webhook_fresh(nt_api_req_t *r, const char *sig, nt_api_batch_fn *done, void *arg);
+/* POST /v1/webhooks/webinar: attendance from webinar platforms (api_webinar.c). */
+void nt_api_webhook_webinar(nt_api_req_t *r);
+/* The email index (api_webinar.c): nt:{q}:idx:email, q = partition of the normalised address,
+ * field address -> lead id. Record the lead's `email` and comma-separated `emails` found in
+ * attrs; fire and forget (a failure leaves the index stale, and is logged). */
+void nt_api_email_index(nt_api_req_t *r, const char *lead_id, const nt_kv_t *attrs, size_t n);
+/* Normalise an email address (trim, lowercase) into out (cap bytes). Returns 0, or -1 when
+ * empty, too long or without '@'. */
+int nt_api_email_norm(const char *in, size_t len, char *out, size_t cap);
 
 #endif

@@ -339,6 +339,7 @@ static void on_put(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void
         nt_api_error(r, 500, "internal", "out of memory");
         return;
     }
+    nt_api_email_index(r, c->id, c->in.attrs, c->in.nattrs);
     nt_api_reply_json(r, strcmp(st, "created") == 0 ? 201 : 200, nt_api_lead_json(&lead));
     nt_lead_fini(&lead);
 }
@@ -745,6 +746,9 @@ void nt_api_leads_enrol(nt_api_req_t *r)
 #define BULK_FAILED 'f' /* the script call failed */
 
 typedef struct bulk_ctx {
+    nt_api_req_t *r;          /* the request it works for */
+    nt_api_enrolled_fn *done; /* NULL: POST /v1/plans/{id}/enrol replies itself */
+    void *done_arg;
     nt_api_lead_in_t *leads; /* parsed, in request order */
     size_t n;
     const nt_plan_t *plan;
@@ -772,9 +776,24 @@ static void bulk_ctx_free(void *p)
     free(c);
 }
 
-static void bulk_reply(nt_api_req_t *r)
+static void bulk_reply(nt_api_req_t *r, bulk_ctx_t *c)
 {
-    bulk_ctx_t *c = r->ctx;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->status[i] != BULK_FAILED && c->status[i] != BULK_PENDING)
+            nt_api_email_index(r, c->leads[i].id, c->leads[i].attrs, c->leads[i].nattrs);
+    if (c->done) {
+        unsigned parts = r->d.cfg->partitions;
+        size_t enrolled = 0;
+        for (size_t i = 0; i < c->n; i++)
+            if (c->status[i] == BULK_OK) {
+                enrolled++;
+                if (r->d.worker)
+                    nt_worker_wake(r->d.worker, nt_partition(c->leads[i].id, parts));
+            }
+        nt_metrics.runs_enrolled += enrolled;
+        c->done(r, c->status, c->n, c->done_arg);
+        return;
+    }
     const char *pid = c->plan->wf->id;
     unsigned parts = r->d.cfg->partitions;
     unsigned char *woken = calloc(parts ? parts : 1, 1);
@@ -833,9 +852,8 @@ static void bulk_reply(nt_api_req_t *r)
 
 /* Read the statuses of one script call into c->status of its leads. Returns 0, or -1 when the
  * reply is not what api_enrol_many.lua answers. */
-static int bulk_statuses(nt_api_req_t *r, size_t call, const redisReply *x, int *posted)
+static int bulk_statuses(bulk_ctx_t *c, size_t call, const redisReply *x, int *posted)
 {
-    bulk_ctx_t *c = r->ctx;
     if (!nt_api_script_reply_ok(x, 2, "api_enrol_many"))
         return -1;
     *posted = x->element[1]->type == REDIS_REPLY_INTEGER && x->element[1]->integer > 0;
@@ -861,14 +879,14 @@ static int bulk_statuses(nt_api_req_t *r, size_t call, const redisReply *x, int 
 
 static void on_bulk_written(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
 {
-    bulk_ctx_t *c = r->ctx;
+    bulk_ctx_t *c = arg;
     if (rc != NT_OK) {
         nt_api_error_rc(r, rc, NULL);
         return;
     }
     for (size_t call = 0; call < n; call++) {
         int posted = 0;
-        if (bulk_statuses(r, call, rep[call], &posted) != 0) {
+        if (bulk_statuses(c, call, rep[call], &posted) != 0) {
             for (size_t k = 0; k < c->call_count[call]; k++) {
                 size_t i = c->order[c->call_first[call] + k];
                 if (c->status[i] == BULK_PENDING)
@@ -882,13 +900,12 @@ static void on_bulk_written(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_
             nt_worker_wake(r->d.worker, nt_partition(c->leads[c->order[c->call_first[call]]].id,
                                                      r->d.cfg->partitions));
     }
-    bulk_reply(r);
+    bulk_reply(r, c);
 }
 
 /* Group the leads by partition, BULK_PER_CALL per call, and issue every call at once. */
-static void bulk_write(nt_api_req_t *r)
+static void bulk_write(nt_api_req_t *r, bulk_ctx_t *c)
 {
-    bulk_ctx_t *c = r->ctx;
     const Nt__Workflow *wf = c->plan->wf;
     unsigned parts = r->d.cfg->partitions;
     size_t *start = calloc((size_t)parts + 1, sizeof(*start));
@@ -929,10 +946,10 @@ static void bulk_write(nt_api_req_t *r)
     if (c->ncalls == 0) {
         free(start);
         free(part);
-        bulk_reply(r);
+        bulk_reply(r, c);
         return;
     }
-    nt_api_batch_t *b = nt_api_batch_new(r, c->ncalls, on_bulk_written, NULL);
+    nt_api_batch_t *b = nt_api_batch_new(r, c->ncalls, on_bulk_written, c);
     if (!b) {
         free(start);
         free(part);
@@ -977,7 +994,7 @@ static void bulk_write(nt_api_req_t *r)
  * written over them, as they will be after the upsert. */
 static void on_bulk_read(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
 {
-    bulk_ctx_t *c = r->ctx;
+    bulk_ctx_t *c = arg;
     if (rc != NT_OK) {
         nt_api_error_rc(r, rc, NULL);
         return;
@@ -1008,13 +1025,37 @@ static void on_bulk_read(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n
         c->eligible[i] = (unsigned char)nt_cond_eval(c->plan->wf->entry, &lead, now);
         nt_lead_fini(&lead);
     }
-    bulk_write(r);
+    bulk_write(r, c);
+}
+
+/* With c->plan set: read the stored leads when the plan has an entry filter, then write. */
+static void bulk_start(nt_api_req_t *r, bulk_ctx_t *c)
+{
+    const Nt__Condition *entry = c->plan->wf->entry;
+    if (!entry || entry->kind_case == NT__CONDITION__KIND__NOT_SET || c->n == 0) {
+        memset(c->eligible, 1, c->n);
+        bulk_write(r, c);
+        return;
+    }
+    nt_api_batch_t *b = nt_api_batch_new(r, c->n, on_bulk_read, c);
+    if (!b) {
+        nt_api_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    unsigned parts = r->d.cfg->partitions;
+    for (size_t i = 0; i < c->n; i++) {
+        char key[NT_KEY_MAX];
+        const char *id = c->leads[i].id;
+        const char *argv[] = {"HGETALL", nt_key_lead(key, nt_partition(id, parts), id)};
+        nt_api_batch_argv(b, i, 2, argv, NULL);
+    }
+    nt_api_batch_go(b);
 }
 
 static void on_bulk_plan(nt_rc_t rc, const nt_plan_t *plan, void *arg)
 {
-    nt_api_req_t *r = arg;
-    bulk_ctx_t *c = r->ctx;
+    bulk_ctx_t *c = arg;
+    nt_api_req_t *r = c->r;
     if (r->finished) {
         nt_api_unref(r);
         return;
@@ -1025,25 +1066,7 @@ static void on_bulk_plan(nt_rc_t rc, const nt_plan_t *plan, void *arg)
         nt_api_error_rc(r, rc, NULL);
     } else {
         c->plan = plan;
-        const Nt__Condition *entry = plan->wf->entry;
-        if (!entry || entry->kind_case == NT__CONDITION__KIND__NOT_SET || c->n == 0) {
-            memset(c->eligible, 1, c->n);
-            bulk_write(r);
-        } else {
-            nt_api_batch_t *b = nt_api_batch_new(r, c->n, on_bulk_read, NULL);
-            if (!b) {
-                nt_api_error(r, 500, "internal", "out of memory");
-            } else {
-                unsigned parts = r->d.cfg->partitions;
-                for (size_t i = 0; i < c->n; i++) {
-                    char key[NT_KEY_MAX];
-                    const char *id = c->leads[i].id;
-                    const char *argv[] = {"HGETALL", nt_key_lead(key, nt_partition(id, parts), id)};
-                    nt_api_batch_argv(b, i, 2, argv, NULL);
-                }
-                nt_api_batch_go(b);
-            }
-        }
+        bulk_start(r, c);
     }
     nt_api_unref(r);
 }
@@ -1076,6 +1099,7 @@ void nt_api_bulk_enrol(nt_api_req_t *r)
     bulk_ctx_t *c = nt_api_ctx_new(r, sizeof(*c), bulk_ctx_free);
     if (!c)
         return;
+    c->r = r;
     c->leads = calloc(n ? n : 1, sizeof(*c->leads));
     c->eligible = calloc(n ? n : 1, 1);
     c->status = calloc(n ? n : 1, 1);
@@ -1097,9 +1121,43 @@ void nt_api_bulk_enrol(nt_api_req_t *r)
     if (nt_api_need_redis(r))
         return;
     nt_api_ref(r);
-    nt_rc_t rc = nt_plans_get(r->d.plans, r->seg[2], 0, on_bulk_plan, r);
+    nt_rc_t rc = nt_plans_get(r->d.plans, r->seg[2], 0, on_bulk_plan, c);
     if (rc != NT_OK) {
         nt_api_unref(r);
         nt_api_error_rc(r, rc, NULL);
     }
+}
+
+void nt_api_bulk_free(nt_api_bulk_t *b)
+{
+    if (b)
+        bulk_ctx_free(b);
+}
+
+nt_api_bulk_t *nt_api_enrol_many(nt_api_req_t *r, const nt_plan_t *plan, nt_api_lead_in_t *leads,
+                                 size_t n, nt_api_enrolled_fn *done, void *arg)
+{
+    bulk_ctx_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        for (size_t i = 0; i < n; i++)
+            nt_api_lead_in_fini(&leads[i]);
+        free(leads);
+        nt_api_error(r, 500, "internal", "out of memory");
+        return NULL;
+    }
+    c->r = r;
+    c->done = done;
+    c->done_arg = arg;
+    c->leads = leads;
+    c->n = n;
+    c->plan = plan;
+    c->eligible = calloc(n ? n : 1, 1);
+    c->status = calloc(n ? n : 1, 1);
+    c->wait_ms = calloc(n ? n : 1, sizeof(*c->wait_ms));
+    if (!c->eligible || !c->status || !c->wait_ms) {
+        nt_api_error(r, 500, "internal", "out of memory");
+        return c;
+    }
+    bulk_start(r, c);
+    return c;
 }

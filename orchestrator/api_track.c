@@ -420,7 +420,7 @@ static int hexval(int ch)
 /* Check X-Nurture-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>." body)> (several v1
  * allowed, for key rotation on the provider's side). Returns 0 with the matching v1 in sig
  * (65 bytes), or -1 after replying 401. */
-static int webhook_signed(nt_api_req_t *r, char *sig)
+int nt_api_webhook_signed(nt_api_req_t *r, char *sig)
 {
     const char *hdr = nt_api_header_in(r, "X-Nurture-Signature");
     const char *secret = r->d.cfg->webhook_secret;
@@ -717,12 +717,11 @@ static void on_hook_fresh(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t 
 
 void nt_api_webhook_email(nt_api_req_t *r)
 {
-    char sig[65], key[96];
+    char sig[65];
     hook_ctx_t *c;
     json_t *root = NULL;
-    const char *argv[6];
 
-    if (webhook_signed(r, sig) != 0)
+    if (nt_api_webhook_signed(r, sig) != 0)
         return;
     c = nt_api_ctx_new(r, sizeof(*c), hook_ctx_free);
     if (!c)
@@ -735,6 +734,14 @@ void nt_api_webhook_email(nt_api_req_t *r)
     r->body = root;
     if (nt_api_need_redis(r))
         return;
+    nt_api_webhook_fresh(r, sig, on_hook_fresh, NULL);
+}
+
+void nt_api_webhook_fresh(nt_api_req_t *r, const char *sig, nt_api_batch_fn *done, void *arg)
+{
+    char key[96];
+    const char *argv[6];
+
     /* Replays: a signature is accepted once within twice the tolerance. */
     snprintf(key, sizeof(key), "nt:webhook:sig:%s", sig);
     argv[0] = "SET";
@@ -743,5 +750,5 @@ void nt_api_webhook_email(nt_api_req_t *r)
     argv[3] = "NX";
     argv[4] = "PX";
     argv[5] = "600000";
-    nt_api_command(r, 6, argv, on_hook_fresh, NULL);
+    nt_api_command(r, 6, argv, done, arg);
 }

@@ -486,8 +486,14 @@ static int event_matches(const Nt__WaitEvent *we, const nt_trigger_t *t)
     const Nt__EventFilter *f = we->filter;
     size_t i;
 
-    if (t->kind != NT_TRIG_EVENT || t->machine || f == NULL || !eq(t->type, f->type))
+    if (t->kind != NT_TRIG_EVENT || t->machine || f == NULL)
         return 0;
+    if (!eq(t->type, f->type)) {
+        for (i = 0; i < f->n_or_types && !eq(t->type, f->or_types[i]); i++)
+            ;
+        if (i == f->n_or_types)
+            return 0;
+    }
     for (i = 0; i < f->n_attrs; i++) {
         const Nt__AttrMatch *m = f->attrs[i];
         const char *v;

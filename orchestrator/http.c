@@ -71,6 +71,7 @@ static const route_t routes[] = {
     {EVHTTP_REQ_POST, "/v1/plans/*/activate", NT_API_ROLE_OPS, BODY_JSON, nt_api_plans_activate},
     {EVHTTP_REQ_GET, "/v1/plans/*/stats", NT_API_ROLE_OPS, BODY_NONE, nt_api_plans_stats},
     {EVHTTP_REQ_POST, "/v1/webhooks/email", NT_API_ROLE_WEBHOOK, BODY_RAW, nt_api_webhook_email},
+    {EVHTTP_REQ_POST, "/v1/webhooks/webinar", NT_API_ROLE_WEBHOOK, BODY_RAW, nt_api_webhook_webinar},
     {EVHTTP_REQ_GET, "/v1/tasks", NT_API_ROLE_OPS | NT_API_ROLE_REP, BODY_NONE, nt_api_tasks_list},
     {EVHTTP_REQ_GET, "/v1/tasks/*", NT_API_ROLE_OPS | NT_API_ROLE_REP, BODY_NONE, nt_api_tasks_get},
     {EVHTTP_REQ_POST, "/v1/tasks/*/claim", NT_API_ROLE_OPS | NT_API_ROLE_REP, BODY_NONE,

@@ -565,6 +565,10 @@ static void check_wait_event(vctx_t *ctx, size_t i)
     if (w->filter == NULL || *str(w->filter->type) == '\0')
         add(ctx, id, "wait_event has no filter type (the event type to wait for)");
     if (w->filter != NULL)
+        for (size_t a = 0; a < w->filter->n_or_types; a++)
+            if (*str(w->filter->or_types[a]) == '\0')
+                add(ctx, id, "filter or_types #%zu is empty", a + 1);
+    if (w->filter != NULL)
         for (size_t a = 0; a < w->filter->n_attrs; a++)
             if (*str(w->filter->attrs[a]->name) == '\0')
                 add(ctx, id, "filter attribute #%zu has no name", a + 1);
