@@ -237,6 +237,8 @@ void nt_api_tasks_complete(nt_api_req_t *r);
 void nt_api_tasks_reassign(nt_api_req_t *r);
 void nt_api_reps_get(nt_api_req_t *r);
 void nt_api_reps_patch(nt_api_req_t *r);
+/* GET /inbox: the rep's inbox page, no token (api_inbox.c). */
+void nt_api_inbox(nt_api_req_t *r);
 /* Webhook signatures (api_track.c), shared by every signed webhook: check X-Nurture-Signature
  * (t=<unix s>,v1=<hex HMAC-SHA256(webhook-secret, "<t>." body)>) over r->raw. Returns 0 with
  * the matching v1 in sig (65 bytes), or -1 after replying 401 (503 without a secret). */

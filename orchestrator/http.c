@@ -91,6 +91,9 @@ static const route_t routes[] = {
     {EVHTTP_REQ_GET, "/t/u/*", 0, BODY_NONE, nt_api_track_unsub_page},
     {EVHTTP_REQ_HEAD, "/t/u/*", 0, BODY_NONE, nt_api_track_unsub_page},
     {EVHTTP_REQ_POST, "/t/u/*", 0, BODY_RAW, nt_api_track_unsub},
+    /* The rep's inbox page: the rep's token goes with the page's API calls (api_inbox.c). */
+    {EVHTTP_REQ_GET, "/inbox", 0, BODY_NONE, nt_api_inbox},
+    {EVHTTP_REQ_HEAD, "/inbox", 0, BODY_NONE, nt_api_inbox},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
