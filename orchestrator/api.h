@@ -248,6 +248,11 @@ int nt_api_webhook_signed(nt_api_req_t *r, char *sig);
 void nt_api_webhook_fresh(nt_api_req_t *r, const char *sig, nt_api_batch_fn *done, void *arg);
 /* POST /v1/webhooks/webinar: attendance from webinar platforms (api_webinar.c). */
 void nt_api_webhook_webinar(nt_api_req_t *r);
+/* In-person events (api_event_checkin.c): POST /v1/webhooks/event (check-ins), GET|HEAD
+ * /t/r/<token> (the RSVP page) and POST /t/r/<token> (answer=yes|no, event.rsvp). */
+void nt_api_webhook_event(nt_api_req_t *r);
+void nt_api_rsvp_page(nt_api_req_t *r);
+void nt_api_rsvp(nt_api_req_t *r);
 /* The email index (api_webinar.c): nt:{q}:idx:email, q = partition of the normalised address,
  * field address -> lead id. Record the lead's `email` and comma-separated `emails` found in
  * attrs; fire and forget (a failure leaves the index stale, and is logged). */

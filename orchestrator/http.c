@@ -72,6 +72,7 @@ static const route_t routes[] = {
     {EVHTTP_REQ_GET, "/v1/plans/*/stats", NT_API_ROLE_OPS, BODY_NONE, nt_api_plans_stats},
     {EVHTTP_REQ_POST, "/v1/webhooks/email", NT_API_ROLE_WEBHOOK, BODY_RAW, nt_api_webhook_email},
     {EVHTTP_REQ_POST, "/v1/webhooks/webinar", NT_API_ROLE_WEBHOOK, BODY_RAW, nt_api_webhook_webinar},
+    {EVHTTP_REQ_POST, "/v1/webhooks/event", NT_API_ROLE_WEBHOOK, BODY_RAW, nt_api_webhook_event},
     {EVHTTP_REQ_GET, "/v1/tasks", NT_API_ROLE_OPS | NT_API_ROLE_REP, BODY_NONE, nt_api_tasks_list},
     {EVHTTP_REQ_GET, "/v1/tasks/*", NT_API_ROLE_OPS | NT_API_ROLE_REP, BODY_NONE, nt_api_tasks_get},
     {EVHTTP_REQ_POST, "/v1/tasks/*/claim", NT_API_ROLE_OPS | NT_API_ROLE_REP, BODY_NONE,
@@ -88,6 +89,10 @@ static const route_t routes[] = {
     {EVHTTP_REQ_HEAD, "/t/c/*", 0, BODY_NONE, nt_api_track_click},
     {EVHTTP_REQ_GET, "/t/o/*", 0, BODY_NONE, nt_api_track_open},
     {EVHTTP_REQ_HEAD, "/t/o/*", 0, BODY_NONE, nt_api_track_open},
+    /* RSVP links of event invitations (api_event_checkin.c). */
+    {EVHTTP_REQ_GET, "/t/r/*", 0, BODY_NONE, nt_api_rsvp_page},
+    {EVHTTP_REQ_HEAD, "/t/r/*", 0, BODY_NONE, nt_api_rsvp_page},
+    {EVHTTP_REQ_POST, "/t/r/*", 0, BODY_RAW, nt_api_rsvp},
     {EVHTTP_REQ_GET, "/t/u/*", 0, BODY_NONE, nt_api_track_unsub_page},
     {EVHTTP_REQ_HEAD, "/t/u/*", 0, BODY_NONE, nt_api_track_unsub_page},
     {EVHTTP_REQ_POST, "/t/u/*", 0, BODY_RAW, nt_api_track_unsub},

@@ -2,6 +2,7 @@
  * cache, channel plugins, the worker and the HTTP API onto one libevent loop. */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -321,6 +322,11 @@ int main(int argc, char **argv)
         return 0;
     }
     nt_log_init(d.cfg.log_level, d.cfg.log_file);
+    /* Large, short-lived buffers (bulk request bodies, big Redis replies) go to mmap and back
+     * to the system when freed. glibc would otherwise raise its mmap threshold after the first
+     * such free and serve them from the heap, whose fragments keep RSS growing with load. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
     nt_clock_init(d.cfg.time_scale);
     signal(SIGPIPE, SIG_IGN);
     srandom((unsigned)(nt_real_ms() ^ getpid()));

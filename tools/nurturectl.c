@@ -20,10 +20,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "csv.h"
 #include "lead.h"
@@ -36,6 +39,8 @@
 #define CTL_CSV_MAX_FIELD (1u << 20)    /* longest CSV field */
 #define CTL_CSV_MAX_FIELDS 1024         /* most CSV columns */
 #define CTL_PROTOC_MAX_OUT (64u << 20)  /* largest compiled plan accepted from protoc */
+#define CTL_EVENTS_CHUNK 1000           /* check-ins per webhook request (the server takes 10,000) */
+#define CTL_EVENTS_CHUNK_BYTES (512u << 10) /* and at most about this much JSON (max-body 1 MiB) */
 
 typedef struct ctl {
     const char *url;
@@ -46,6 +51,10 @@ typedef struct ctl {
     int activate;           /* publish --activate */
     int machine;            /* event --machine */
     char *token_buf;        /* token read from the tokens file */
+    const char *followup;   /* events import --followup */
+    const char *webhook_token;  /* events import: --webhook-token, else the tokens file */
+    const char *webhook_secret; /* events import: --webhook-secret, else DATA-DIR/webhook.key */
+    const char *extra_header;   /* one more request header (the webhook signature) */
     nt_modules_t *mods;     /* loaded on first use */
 } ctl_t;
 
@@ -75,6 +84,13 @@ static void usage(FILE *f)
         "  tasks complete ID OUTCOME [NOTE...]  log a call's outcome (connected, left_voicemail,\n"
         "                                   no_answer, wrong_number, meeting_booked,\n"
         "                                   not_interested); the lead's run moves on\n"
+        "events:\n"
+        "  events import EVENT BADGES.csv [--followup PLAN]  post the badge scans' check-ins\n"
+        "                                   (columns email, first_name, last_name, company,\n"
+        "                                   title, checked_in_at) to /v1/webhooks/event; bad rows\n"
+        "                                   are reported by line and the rest imported; unknown\n"
+        "                                   people become leads enrolled in PLAN (default:\n"
+        "                                   channel.event.followup.EVENT)\n"
         "  help                             this text\n"
         "\n"
         "options:\n"
@@ -82,6 +98,10 @@ static void usage(FILE *f)
         "  --token TOKEN      ops token (NURTURE_TOKEN, else the ops line of DATA-DIR/tokens)\n"
         "  --data-dir DIR     nurtured's data directory (default ./nurture-data)\n"
         "  --modules-dir DIR  channel plugins (NURTURE_MODULES_DIR, default the build's)\n"
+        "  --webhook-token T  events import: a webhook token (NURTURE_WEBHOOK_TOKEN, else the\n"
+        "                     webhook line of DATA-DIR/tokens)\n"
+        "  --webhook-secret S events import: nurtured's webhook-secret (NURTURE_WEBHOOK_SECRET,\n"
+        "                     else DATA-DIR/webhook.key)\n"
         "\n"
         "exit status: 0 ok, 1 a problem was found or the server refused, 2 usage error\n",
         f);
@@ -606,6 +626,8 @@ static long http(ctl_t *c, const char *method, const char *path, const char *cty
     char *ct = NULL;
     if (ctype != NULL && asprintf(&ct, "Content-Type: %s", ctype) > 0)
         hdr = curl_slist_append(hdr, ct);
+    if (c->extra_header != NULL)
+        hdr = curl_slist_append(hdr, c->extra_header);
     hdr = curl_slist_append(hdr, "Expect:");
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
@@ -1275,6 +1297,358 @@ out:
     return rc;
 }
 
+/* ---------------------------------------------------------------- events import */
+
+/* The first word after "<role> " on a line of DATA-DIR/tokens, malloc'd, or NULL. */
+static char *tokens_file_role(const ctl_t *c, const char *role)
+{
+    char *path = NULL, *line = NULL, *found = NULL;
+    size_t cap = 0, rl = strlen(role);
+    ssize_t n;
+    if (asprintf(&path, "%s/tokens", c->data_dir) < 0)
+        return NULL;
+    FILE *f = fopen(path, "r");
+    free(path);
+    if (f == NULL)
+        return NULL;
+    while (found == NULL && (n = getline(&line, &cap, f)) > 0) {
+        if (strncmp(line, role, rl) != 0 || line[rl] != ' ')
+            continue;
+        const char *s = line + rl;
+        while (*s == ' ')
+            s++;
+        const char *e = s;
+        while (*e && *e != ' ' && *e != '\n' && *e != '\r')
+            e++;
+        if (e > s)
+            found = strndup(s, (size_t)(e - s));
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+/* The whole of DATA-DIR/webhook.key without its line end, malloc'd, or NULL. */
+static char *webhook_key_file(const ctl_t *c)
+{
+    char *path = NULL, *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    if (asprintf(&path, "%s/webhook.key", c->data_dir) < 0)
+        return NULL;
+    FILE *f = fopen(path, "r");
+    free(path);
+    if (f == NULL)
+        return NULL;
+    n = getline(&line, &cap, f);
+    fclose(f);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
+        line[--n] = '\0';
+    if (n <= 0) {
+        free(line);
+        return NULL;
+    }
+    return line;
+}
+
+/* An email address as nurtured normalises it (trimmed, lowercase, an '@' inside, no space or
+ * control character, at most 254 bytes) into out; -1 when it is not one. */
+static int event_email(const char *in, char *out, size_t cap)
+{
+    size_t a = 0, b = strlen(in), o = 0;
+    while (a < b && isspace((unsigned char)in[a]))
+        a++;
+    while (b > a && isspace((unsigned char)in[b - 1]))
+        b--;
+    if (b == a || b - a >= cap || b - a > 254)
+        return -1;
+    for (size_t i = a; i < b; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (ch < 0x21 || ch == 0x7f)
+            return -1;
+        out[o++] = (char)tolower(ch);
+    }
+    out[o] = '\0';
+    return strchr(out, '@') != NULL && out[0] != '@' && out[o - 1] != '@' ? 0 : -1;
+}
+
+typedef struct events_imp {
+    ctl_t *c;
+    const char *event;
+    const char *secret;
+    json_t *batch;    /* array of records */
+    size_t bytes;     /* about how much JSON the batch is */
+    size_t *lines;    /* the CSV line of each record of the batch */
+    size_t nlines, cap_lines;
+    long applied, already, created, enrolled, unknown;
+    int failed;       /* a request failed: stop */
+} events_imp_t;
+
+static void events_flush(events_imp_t *e)
+{
+    if (json_array_size(e->batch) == 0 || e->failed)
+        return;
+    json_t *body = json_pack("{s:s,s:O}", "event", e->event, "records", e->batch);
+    if (e->c->followup != NULL)
+        json_object_set_new(body, "followup", json_string(e->c->followup));
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    size_t sent = json_array_size(e->batch);
+    if (s == NULL) {
+        fprintf(stderr, "events import: cannot encode %zu records\n", sent);
+        e->failed = 1;
+        return;
+    }
+    /* X-Nurture-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>." body)> */
+    long long t = (long long)time(NULL);
+    char prefix[32], hex[65], hdr[160];
+    int pl = snprintf(prefix, sizeof(prefix), "%lld.", t);
+    size_t sl = strlen(s);
+    unsigned char *msg = xmalloc((size_t)pl + sl), mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    memcpy(msg, prefix, (size_t)pl);
+    memcpy(msg + pl, s, sl);
+    if (HMAC(EVP_sha256(), e->secret, (int)strlen(e->secret), msg, (size_t)pl + sl, mac,
+             &maclen) == NULL || maclen != 32) {
+        free(msg);
+        free(s);
+        fprintf(stderr, "events import: cannot sign the request\n");
+        e->failed = 1;
+        return;
+    }
+    free(msg);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+    snprintf(hdr, sizeof(hdr), "X-Nurture-Signature: t=%lld,v1=%s", t, hex);
+    e->c->extra_header = hdr;
+    membuf_t r;
+    long st = http(e->c, "POST", "/v1/webhooks/event", "application/json", s, sl, &r);
+    e->c->extra_header = NULL;
+    free(s);
+    if (st == 200) {
+        json_error_t jerr;
+        json_t *j = json_loads(r.p, 0, &jerr);
+        size_t i;
+        json_t *u;
+        e->applied += (long)json_integer_value(json_object_get(j, "applied"));
+        e->already += (long)json_integer_value(json_object_get(j, "already"));
+        e->created += (long)json_integer_value(json_object_get(j, "created"));
+        e->enrolled += (long)json_integer_value(json_object_get(j, "enrolled"));
+        json_array_foreach(json_object_get(j, "unknown"), i, u) {
+            json_int_t k = json_integer_value(json_object_get(u, "index"));
+            fprintf(stderr, "line %zu: not applied: %s\n",
+                    k >= 0 && (size_t)k < e->nlines ? e->lines[k] : 0,
+                    json_string_value(json_object_get(u, "error")) ?: "?");
+            e->unknown++;
+        }
+        json_decref(j);
+    } else {
+        if (st >= 0)
+            print_error("events import", st, &r);
+        e->failed = 1;
+    }
+    free(r.p);
+    json_array_clear(e->batch);
+    e->bytes = 0;
+    e->nlines = 0;
+}
+
+static int events_import(ctl_t *c, int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: nurturectl events import EVENT BADGES.csv [--followup PLAN]\n");
+        return 2;
+    }
+    const char *event = argv[0], *file = argv[1];
+    size_t el = strlen(event);
+    int ok_event = el > 0 && el <= 64;
+    for (size_t i = 0; i < el; i++)
+        if (!(islower((unsigned char)event[i]) || isdigit((unsigned char)event[i]) ||
+              event[i] == '_' || event[i] == '-'))
+            ok_event = 0;
+    if (!ok_event) {
+        fprintf(stderr, "nurturectl: the event id must be 1 to 64 of a-z, 0-9, '_' and '-'\n");
+        return 2;
+    }
+    char *tok_buf = NULL, *secret_buf = NULL;
+    const char *tok = c->webhook_token ? c->webhook_token : getenv("NURTURE_WEBHOOK_TOKEN");
+    const char *secret = c->webhook_secret ? c->webhook_secret : getenv("NURTURE_WEBHOOK_SECRET");
+    if (tok == NULL || *tok == '\0')
+        tok = tok_buf = tokens_file_role(c, "webhook");
+    if (secret == NULL || *secret == '\0')
+        secret = secret_buf = webhook_key_file(c);
+    if (tok == NULL || secret == NULL) {
+        fprintf(stderr, "nurturectl: events import needs %s%s%s (flags, NURTURE_WEBHOOK_TOKEN / "
+                "NURTURE_WEBHOOK_SECRET, or %s/tokens and webhook.key)\n",
+                tok == NULL ? "a webhook token" : "", tok == NULL && secret == NULL ? " and " : "",
+                secret == NULL ? "the webhook secret" : "", c->data_dir);
+        free(tok_buf);
+        free(secret_buf);
+        return 1;
+    }
+    FILE *f = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
+    if (f == NULL) {
+        fprintf(stderr, "nurturectl: cannot read %s: %s\n", file, strerror(errno));
+        free(tok_buf);
+        free(secret_buf);
+        return 1;
+    }
+    nt_csv_t *csv = nt_csv_new(f, CTL_CSV_MAX_FIELD, CTL_CSV_MAX_FIELDS);
+    if (csv == NULL) {
+        fprintf(stderr, "nurturectl: out of memory\n");
+        exit(1);
+    }
+    /* columns: the record fields they fill (-1: ignored) */
+    static const char *const names[] = {"email", "first_name", "last_name", "company", "title",
+                                        "checked_in_at"};
+    enum { NNAMES = sizeof(names) / sizeof(names[0]) };
+    long col[NNAMES];
+    char **fields, *err = NULL;
+    size_t nf, line, ncols = 0;
+    int r, rc = 0;
+    for (size_t k = 0; k < NNAMES; k++)
+        col[k] = -1;
+    while ((r = nt_csv_next(csv, &fields, &nf, &line, &err)) < 0) {
+        fprintf(stderr, "%s: %s\n", file, err != NULL ? err : "malformed row");
+        free(err);
+        err = NULL;
+    }
+    if (r == 0) {
+        fprintf(stderr, "%s: no header row\n", file);
+        rc = 1;
+        goto out;
+    }
+    ncols = nf;
+    for (size_t i = 0; i < ncols; i++) {
+        char name[72];
+        const char *s = fields[i];
+        size_t k = 0;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        for (; *s && k < sizeof(name) - 1; s++)
+            name[k++] = (char)tolower((unsigned char)*s);
+        while (k > 0 && (name[k - 1] == ' ' || name[k - 1] == '\t'))
+            k--;
+        name[k] = '\0';
+        for (k = 0; k < NNAMES && strcmp(names[k], name) != 0; k++)
+            ;
+        if (k == NNAMES) {
+            fprintf(stderr, "%s: line %zu: column '%.64s' is not used (ignored)\n", file, line,
+                    fields[i]);
+        } else if (col[k] >= 0) {
+            fprintf(stderr, "%s: line %zu: column '%s' appears twice\n", file, line, name);
+            rc = 1;
+        } else {
+            col[k] = (long)i;
+        }
+    }
+    if (col[0] < 0) {
+        fprintf(stderr, "%s: line %zu: no 'email' column\n", file, line);
+        rc = 1;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "%s: nothing imported\n", file);
+        goto out;
+    }
+
+    events_imp_t e = {.c = c, .event = event, .secret = secret, .batch = json_array()};
+    long bad_rows = 0, rows = 0;
+    const char *ops_token = c->token;
+    c->token = tok;
+    while ((r = nt_csv_next(csv, &fields, &nf, &line, &err)) != 0 && !e.failed) {
+        if (r < 0) {
+            fprintf(stderr, "%s: %s\n", file, err != NULL ? err : "malformed row");
+            free(err);
+            err = NULL;
+            bad_rows++;
+            continue;
+        }
+        if (nf == 1 && fields[0][0] == '\0')
+            continue; /* a blank line */
+        if (nf != ncols) {
+            fprintf(stderr, "%s: line %zu: %zu fields, the header has %zu\n", file, line, nf,
+                    ncols);
+            bad_rows++;
+            continue;
+        }
+        char email[256];
+        if (event_email(fields[col[0]], email, sizeof(email)) != 0) {
+            fprintf(stderr, "%s: line %zu: '%.80s' is not an email address\n", file, line,
+                    fields[col[0]]);
+            bad_rows++;
+            continue;
+        }
+        json_t *rec = json_object();
+        int ok = 1;
+        size_t bytes = 16;
+        json_object_set_new(rec, "email", json_string(email));
+        for (size_t k = 1; k < NNAMES && ok; k++) {
+            const char *v = col[k] >= 0 ? fields[col[k]] : "";
+            size_t vl = strlen(v), max = k == NNAMES - 1 ? 40 : 200;
+            if (vl == 0)
+                continue;
+            for (size_t i = 0; i < vl && ok; i++)
+                if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+                    ok = 0;
+            json_t *js = ok && vl <= max ? json_string(v) : NULL;
+            if (js == NULL) {
+                fprintf(stderr, "%s: line %zu: %s must be 1 to %zu bytes of UTF-8 text without "
+                        "control characters\n", file, line, names[k], max);
+                ok = 0;
+                break;
+            }
+            json_object_set_new(rec, names[k], js);
+            bytes += vl + 16;
+        }
+        if (!ok) {
+            json_decref(rec);
+            bad_rows++;
+            continue;
+        }
+        if (e.nlines == e.cap_lines) {
+            e.cap_lines = e.cap_lines ? 2 * e.cap_lines : CTL_EVENTS_CHUNK;
+            e.lines = realloc(e.lines, e.cap_lines * sizeof(*e.lines));
+            if (e.lines == NULL) {
+                fprintf(stderr, "nurturectl: out of memory\n");
+                exit(1);
+            }
+        }
+        e.lines[e.nlines++] = line;
+        json_array_append_new(e.batch, rec);
+        e.bytes += bytes + strlen(email);
+        rows++;
+        if (json_array_size(e.batch) >= CTL_EVENTS_CHUNK || e.bytes >= CTL_EVENTS_CHUNK_BYTES)
+            events_flush(&e);
+    }
+    events_flush(&e);
+    c->token = ops_token;
+    printf("%s: %ld rows: %ld checked in, %ld already, %ld new leads (%ld enrolled), "
+           "%ld not applied, %ld malformed rows skipped\n",
+           event, rows, e.applied, e.already, e.created, e.enrolled, e.unknown, bad_rows);
+    if (e.failed) {
+        fprintf(stderr, "events import: stopped after a failed request; later rows were not "
+                "sent\n");
+        rc = 1;
+    }
+    json_decref(e.batch);
+    free(e.lines);
+out:
+    nt_csv_free(csv);
+    if (f != stdin)
+        fclose(f);
+    free(tok_buf);
+    free(secret_buf);
+    return rc;
+}
+
+static int cmd_events(ctl_t *c, int argc, char **argv)
+{
+    if (argc >= 1 && strcmp(argv[0], "import") == 0)
+        return events_import(c, argc - 1, argv + 1);
+    fprintf(stderr, "usage: nurturectl events import EVENT BADGES.csv [--followup PLAN]\n");
+    return 2;
+}
+
 /* ---------------------------------------------------------------- main */
 
 typedef struct command {
@@ -1287,7 +1661,7 @@ static const command_t commands[] = {
     {"validate", cmd_validate, 0}, {"compile", cmd_compile, 0}, {"publish", cmd_publish, 1},
     {"dot", cmd_dot, 0},           {"enrol", cmd_enrol, 1},     {"enroll", cmd_enrol, 1},
     {"lead", cmd_lead, 1},         {"event", cmd_event, 1},     {"plans", cmd_plans, 1},
-    {"stats", cmd_stats, 1},       {"tasks", cmd_tasks, 1},
+    {"stats", cmd_stats, 1},       {"tasks", cmd_tasks, 1},     {"events", cmd_events, 1},
 };
 
 int main(int argc, char **argv)
@@ -1313,6 +1687,12 @@ int main(int argc, char **argv)
             slot = &c.modules_dir;
         else if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0)
             slot = &c.out;
+        else if (strcmp(a, "--followup") == 0)
+            slot = &c.followup;
+        else if (strcmp(a, "--webhook-token") == 0)
+            slot = &c.webhook_token;
+        else if (strcmp(a, "--webhook-secret") == 0)
+            slot = &c.webhook_secret;
         if (slot != NULL) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "nurturectl: %s needs a value\n", a);
@@ -1334,6 +1714,12 @@ int main(int argc, char **argv)
                 c.data_dir = eq + 1;
             else if (kl == 13 && strncmp(a, "--modules-dir", 13) == 0)
                 c.modules_dir = eq + 1;
+            else if (kl == 10 && strncmp(a, "--followup", 10) == 0)
+                c.followup = eq + 1;
+            else if (kl == 15 && strncmp(a, "--webhook-token", 15) == 0)
+                c.webhook_token = eq + 1;
+            else if (kl == 16 && strncmp(a, "--webhook-secret", 16) == 0)
+                c.webhook_secret = eq + 1;
             else {
                 fprintf(stderr, "nurturectl: unknown option %s (see nurturectl help)\n", a);
                 free(pos);
@@ -1392,6 +1778,11 @@ int main(int argc, char **argv)
     }
     if (c.out != NULL && cmd->fn != cmd_compile) {
         fprintf(stderr, "nurturectl: -o only applies to compile\n");
+        free(pos);
+        return 2;
+    }
+    if (c.followup != NULL && cmd->fn != cmd_events) {
+        fprintf(stderr, "nurturectl: --followup only applies to events import\n");
         free(pos);
         return 2;
     }

@@ -1,8 +1,9 @@
 /**
  * @file track.h
- * @brief Signed tracking links: unsubscribe, click and open tokens (header only).
+ * @brief Signed tracking links: unsubscribe, click, open and RSVP tokens (header only).
  *
- * nurtured verifies these tokens (GET /t/c/<token>, /t/o/<token>, /t/u/<token>) and channel
+ * nurtured verifies these tokens (GET /t/c/<token>, /t/o/<token>, /t/u/<token>, /t/r/<token>)
+ * and channel
  * plugins create them; both include this header, so a plugin signs links without linking to
  * any daemon symbol. It needs OpenSSL's libcrypto (HMAC-SHA256, CRYPTO_memcmp).
  *
@@ -12,12 +13,13 @@
  *     1|<kind>|<message id>|<issued>|<expires>|<url>
  *
  * - `1`: the format version;
- * - kind: `u` unsubscribe, `c` click, `o` open (a token of one kind never passes as another);
+ * - kind: `u` unsubscribe, `c` click, `o` open, `r` RSVP to an event (a token of one kind never
+ *   passes as another);
  * - message id: the message's idempotency key `<lead>:<plan>:<node>:<visit>`, which names the
  *   lead, the plan and the node too (none of them may contain ':' or '|');
  * - issued, expires: Unix seconds (real time); expires 0 means never (unsubscribe links);
- * - url: the click's target (http or https), empty for the other kinds; it is last, so it may
- *   contain '|'.
+ * - url: the click's target (http or https); for an RSVP the event id (1 to 64 of a-z, 0-9,
+ *   '_', '-'); empty for the other kinds. It is last, so a URL may contain '|'.
  *
  * Base64url is decoded strictly (no padding, no stray bits), so that changing any character of
  * a token changes the bytes it stands for, and the MAC check fails.
@@ -42,6 +44,7 @@ extern "C" {
 #define NT_TRACK_UNSUBSCRIBE 'u' /**< kind: unsubscribe link */
 #define NT_TRACK_CLICK 'c'       /**< kind: click redirect */
 #define NT_TRACK_OPEN 'o'        /**< kind: open pixel */
+#define NT_TRACK_RSVP 'r'        /**< kind: RSVP to an event (the event id in the url field) */
 
 #define NT_TRACK_URL_MAX 2048    /**< longest click target */
 #define NT_TRACK_MSGID_MAX 400   /**< longest message id (128 + 64 + 64 + 10 and separators) */
@@ -66,6 +69,7 @@ typedef struct nt_track_token {
     int64_t issued;                     /**< Unix seconds: when the message was built */
     int64_t expires;                    /**< Unix seconds, 0: never */
     char url[NT_TRACK_URL_MAX + 1];     /**< click target, "" for other kinds */
+    char event[65];                     /**< RSVP: the event id, "" for other kinds */
 } nt_track_token_t;
 
 static const char nt_track_b64_[] =
@@ -168,6 +172,20 @@ static inline int nt_track_url_ok(const char *url)
     return 1;
 }
 
+/** Non-zero when id is an event id: 1 to 64 of a-z, 0-9, '_' and '-'. */
+static inline int nt_track_event_ok(const char *id)
+{
+    size_t n = id != NULL ? strlen(id) : 0;
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
 /** Split msgid `<lead>:<plan>:<node>:<visit>` into t's lead, plan and node. Returns 0 or -1. */
 static inline int nt_track_msgid_split(const char *msgid, nt_track_token_t *t)
 {
@@ -193,7 +211,8 @@ static inline int nt_track_msgid_split(const char *msgid, nt_track_token_t *t)
 
 /**
  * Sign a token. kind is NT_TRACK_*; msgid the message's idempotency key; issued and expires
- * Unix seconds (expires 0: never); url the click target (NULL or "" for other kinds).
+ * Unix seconds (expires 0: never); url the click target, or the event id of an RSVP (NULL or
+ * "" for other kinds).
  * @return the token (malloc'd, caller frees), or NULL when an argument is not valid (a message
  *         id that is not `<lead>:<plan>:<node>:<visit>`, a click without an http(s) URL) or
  *         out of memory.
@@ -208,6 +227,9 @@ static inline char *nt_track_sign(const void *secret, size_t secretlen, char kin
         return NULL;
     if (kind == NT_TRACK_CLICK) {
         if (!nt_track_url_ok(url))
+            return NULL;
+    } else if (kind == NT_TRACK_RSVP) {
+        if (!nt_track_event_ok(url))
             return NULL;
     } else if (kind == NT_TRACK_UNSUBSCRIBE || kind == NT_TRACK_OPEN) {
         url = "";
@@ -276,7 +298,7 @@ static inline int nt_track_verify(const void *secret, size_t secretlen, const ch
         return NT_TRACK_EMALFORMED;
     out->kind = p[2];
     if (out->kind != NT_TRACK_UNSUBSCRIBE && out->kind != NT_TRACK_CLICK &&
-        out->kind != NT_TRACK_OPEN)
+        out->kind != NT_TRACK_OPEN && out->kind != NT_TRACK_RSVP)
         return NT_TRACK_EMALFORMED;
     p += 4;
     const char *bar = strchr(p, '|');
@@ -299,6 +321,10 @@ static inline int nt_track_verify(const void *secret, size_t secretlen, const ch
         if (!nt_track_url_ok(url))
             return NT_TRACK_EMALFORMED;
         snprintf(out->url, sizeof(out->url), "%s", url);
+    } else if (out->kind == NT_TRACK_RSVP) {
+        if (!nt_track_event_ok(url))
+            return NT_TRACK_EMALFORMED;
+        snprintf(out->event, sizeof(out->event), "%s", url);
     } else if (url[0] != '\0') {
         return NT_TRACK_EMALFORMED;
     }
