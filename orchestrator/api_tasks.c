@@ -10,6 +10,7 @@
 #include "api.h"
 #include "clock.h"
 #include "keys.h"
+#include "log.h"
 #include "tasks.h"
 
 #define LIST_MAX 500
@@ -23,14 +24,15 @@ static const char *const call_outcomes[] = {
 static const char *const task_fields[] = {
     "lead", "plan", "node", "visit", "reason", "points", "priority", "due", "sla", "owner",
     "team", "status", "outcome", "note", "created", "claimed", "done", "done_by", "escalated",
-    "reassigned", NULL,
+    "reassigned", "expired", "expired_why", NULL,
 };
 
 static int is_number_field(const char *f)
 {
     return strcmp(f, "due") == 0 || strcmp(f, "sla") == 0 || strcmp(f, "created") == 0 ||
            strcmp(f, "claimed") == 0 || strcmp(f, "done") == 0 || strcmp(f, "escalated") == 0 ||
-           strcmp(f, "reassigned") == 0 || strcmp(f, "visit") == 0;
+           strcmp(f, "reassigned") == 0 || strcmp(f, "expired") == 0 ||
+           strcmp(f, "visit") == 0;
 }
 
 /* The task as JSON from its HGETALL; numbers for times (null when unset), strings else. */
@@ -124,33 +126,33 @@ static int need_tasks(nt_api_req_t *r)
 /* --- GET /v1/tasks ---------------------------------------------------------------------- */
 
 typedef struct list_ctx {
-    char **ids;
-    size_t n;
     size_t limit;
 } list_ctx_t;
 
-static void list_ctx_free(void *p)
-{
-    list_ctx_t *c = p;
-
-    for (size_t i = 0; i < c->n; i++)
-        free(c->ids[i]);
-    free(c->ids);
-    free(c);
-}
-
+/* One task_list.lua reply per partition: {{id, {field, value, ...}}, ...} and the holders of
+ * the tasks it expired (each one's open count to lower). */
 static void on_list_tasks(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
 {
     list_ctx_t *c = r->ctx;
-    json_t **v, *arr;
-    size_t k = 0;
+    json_t **v = NULL, *arr;
+    size_t k = 0, total = 0;
 
     (void)arg;
     if (rc != NT_OK) {
         nt_api_error_rc(r, rc, NULL);
         return;
     }
-    v = calloc(n ? n : 1, sizeof(*v));
+    for (size_t i = 0; i < n; i++) {
+        if (!rep[i] || rep[i]->type != REDIS_REPLY_ARRAY || rep[i]->elements != 2 ||
+            rep[i]->element[0]->type != REDIS_REPLY_ARRAY) {
+            if (rep[i] && rep[i]->type == REDIS_REPLY_ERROR)
+                nt_log_error("api", "task_list: %s", rep[i]->str);
+            nt_api_error(r, 500, "internal", "the task list could not be read");
+            return;
+        }
+        total += rep[i]->element[0]->elements;
+    }
+    v = calloc(total ? total : 1, sizeof(*v));
     arr = json_array();
     if (!v || !arr) {
         free(v);
@@ -159,16 +161,22 @@ static void on_list_tasks(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t 
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        const char *st;
+        const redisReply *live = rep[i]->element[0], *gone = rep[i]->element[1];
 
-        if (!rep[i] || rep[i]->type != REDIS_REPLY_ARRAY || rep[i]->elements == 0)
-            continue;
-        st = nt_api_flat_str(rep[i], "status");
-        if (!st || strcmp(st, "done") == 0)
-            continue;
-        v[k] = task_json(c->ids[i], rep[i]);
-        if (v[k])
-            k++;
+        for (size_t j = 0; j < live->elements; j++) {
+            const redisReply *x = live->element[j];
+
+            if (x->type != REDIS_REPLY_ARRAY || x->elements != 2 ||
+                x->element[0]->type != REDIS_REPLY_STRING ||
+                x->element[1]->type != REDIS_REPLY_ARRAY)
+                continue;
+            v[k] = task_json(x->element[0]->str, x->element[1]);
+            if (v[k])
+                k++;
+        }
+        for (size_t j = 0; gone->type == REDIS_REPLY_ARRAY && j < gone->elements; j++)
+            if (gone->element[j]->type == REDIS_REPLY_STRING)
+                count(r, gone->element[j]->str, -1);
     }
     qsort(v, k, sizeof(*v), task_cmp);
     for (size_t i = 0; i < k; i++) {
@@ -180,54 +188,6 @@ static void on_list_tasks(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t 
     nt_api_reply_json(r, 200, json_pack("{s:o}", "tasks", arr));
 }
 
-static void on_list_ids(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
-{
-    list_ctx_t *c = r->ctx;
-    nt_api_batch_t *b;
-    size_t total = 0;
-
-    (void)arg;
-    if (rc != NT_OK) {
-        nt_api_error_rc(r, rc, NULL);
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (rep[i] && rep[i]->type == REDIS_REPLY_ARRAY)
-            total += rep[i]->elements;
-    c->ids = calloc(total ? total : 1, sizeof(*c->ids));
-    if (!c->ids) {
-        nt_api_error(r, 500, "internal", "out of memory");
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!rep[i] || rep[i]->type != REDIS_REPLY_ARRAY)
-            continue;
-        for (size_t j = 0; j < rep[i]->elements; j++) {
-            const redisReply *x = rep[i]->element[j];
-
-            if (x && x->type == REDIS_REPLY_STRING && nt_tasks_id_valid(x->str)) {
-                c->ids[c->n] = strdup(x->str);
-                if (c->ids[c->n])
-                    c->n++;
-            }
-        }
-    }
-    b = nt_api_batch_new(r, c->n, on_list_tasks, NULL);
-    if (!b) {
-        nt_api_error(r, 500, "internal", "out of memory");
-        return;
-    }
-    for (size_t i = 0; i < c->n; i++) {
-        char k[NT_KEY_MAX];
-        const char *argv[2] = {"HGETALL",
-                               nt_tasks_key_task(k, nt_tasks_partition(r->d.tasks, c->ids[i]),
-                                                 c->ids[i])};
-
-        nt_api_batch_argv(b, i, 2, argv, NULL);
-    }
-    nt_api_batch_go(b);
-}
-
 void nt_api_tasks_list(nt_api_req_t *r)
 {
     char *mine = nt_api_query(r, "mine"), *rep = nt_api_query(r, "rep");
@@ -237,6 +197,7 @@ void nt_api_tasks_list(nt_api_req_t *r)
     nt_api_batch_t *b;
     unsigned parts;
     long lim = 100;
+    char lims[24], nows[24];
 
     if (need_tasks(r))
         goto out;
@@ -287,22 +248,23 @@ void nt_api_tasks_list(nt_api_req_t *r)
     }
     if (nt_api_need_redis(r))
         goto out;
-    c = nt_api_ctx_new(r, sizeof(*c), list_ctx_free);
+    c = nt_api_ctx_new(r, sizeof(*c), free);
     if (!c)
         goto out;
     c->limit = (size_t)lim;
     parts = r->d.cfg->partitions;
-    b = nt_api_batch_new(r, parts, on_list_ids, NULL);
+    b = nt_api_batch_new(r, parts, on_list_tasks, NULL);
     if (!b) {
         nt_api_error(r, 500, "internal", "out of memory");
         goto out;
     }
+    snprintf(lims, sizeof(lims), "%ld", lim);
+    snprintf(nows, sizeof(nows), "%" PRId64, nt_now_ms());
     for (unsigned p = 0; p < parts; p++) {
-        char k[NT_KEY_MAX], stop[16];
-        const char *argv[4] = {"ZRANGE", nt_tasks_key_set(k, p, what, name), "0", stop};
+        char k[NT_KEY_MAX];
+        const char *argv[3] = {nt_tasks_key_set(k, p, what, name), lims, nows};
 
-        snprintf(stop, sizeof(stop), "%ld", lim - 1);
-        nt_api_batch_argv(b, p, 4, argv, NULL);
+        nt_api_batch_script(b, p, "task_list", 1, 3, argv, NULL);
     }
     nt_api_batch_go(b);
 out:
@@ -335,6 +297,15 @@ static void task_ctx_free(void *p)
     free(c->owner);
     free(c->team);
     free(c);
+}
+
+/* 409 for a task whose run left its send before the call was logged (task_list.lua). */
+static void expired_error(nt_api_req_t *r, const char *id, const char *why)
+{
+    nt_api_error(r, 409, "conflict",
+                 "task %s has expired: %s before the call was logged, so an outcome would be "
+                 "for a step that is over; nothing was posted",
+                 id, why);
 }
 
 static void on_reread(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
@@ -393,6 +364,16 @@ static void on_moved(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, vo
     if (strcmp(s, "moved") == 0) {
         nt_api_error(r, 409, "conflict", "task %s changed hands meanwhile; read it again",
                      c->id);
+        return;
+    }
+    if (strcmp(s, "expired") == 0) {
+        const char *why = x->elements > 2 && x->element[2]->type == REDIS_REPLY_STRING
+                              ? x->element[2]->str
+                              : "the lead's run left the call step";
+
+        if (x->elements > 1 && x->element[1]->type == REDIS_REPLY_STRING)
+            count(r, x->element[1]->str, -1);
+        expired_error(r, c->id, why);
         return;
     }
     if (strcmp(s, "ok") != 0) {
@@ -456,6 +437,12 @@ static void on_task_read(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n
 
         nt_api_error(r, 409, "conflict", "task %s is already done (outcome %s)", c->id,
                      o ? o : "?");
+        return;
+    }
+    if (status && strcmp(status, "expired") == 0) {
+        const char *why = nt_api_flat_str(flat, "expired_why");
+
+        expired_error(r, c->id, why && why[0] ? why : "the lead's run left the call step");
         return;
     }
     if (c->op == OP_REASSIGN && !(r->role & NT_API_ROLE_OPS) && strcmp(c->owner, r->who) != 0) {

@@ -818,8 +818,21 @@ static void on_escalated(nt_rc_t rc, redisReply *reply, void *arg)
     esc_t *e = arg;
 
     if (e->life->t && rc == NT_OK && reply && reply->type == REDIS_REPLY_ARRAY &&
-        reply->elements >= 1 &&
-        reply->element[0]->str && strcmp(reply->element[0]->str, "ok") == 0) {
+        reply->elements >= 2 && reply->element[0]->str &&
+        strcmp(reply->element[0]->str, "expired") == 0) {
+        /* Nobody called before the run left the send: nothing to escalate any more. */
+        char k[NT_KEY_MAX];
+        const redisReply *o = reply->element[1];
+
+        nt_log_info("tasks", "%s: past its SLA, but expired: %s", e->id,
+                    reply->elements > 2 && reply->element[2]->str ? reply->element[2]->str
+                                                                  : "the run moved on");
+        if (o->type == REDIS_REPLY_STRING && o->str[0])
+            nt_redis_cmd(e->life->t->d.redis, on_counted, NULL, "HINCRBY %s open -1",
+                         nt_tasks_key_rep(k, o->str));
+    } else if (e->life->t && rc == NT_OK && reply && reply->type == REDIS_REPLY_ARRAY &&
+               reply->elements >= 1 && reply->element[0]->str &&
+               strcmp(reply->element[0]->str, "ok") == 0) {
         char k[NT_KEY_MAX];
 
         nt_log_info("tasks", "%s: past its SLA, from %s to the %s queue", e->id,

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "api_util.h"
+#include "tasks.h"
 
 #define REP2 "rep2secretrep2secretrep2secret00"
 #define REP3 "rep3secretrep3secretrep3secret00"
@@ -445,6 +446,117 @@ static void test_call_task_past_sla_goes_to_team_queue(void **state)
     assert_false(listed_now(REP2, "?mine=1", id));
 }
 
+/* A call step that times out before anyone calls: the run moves on and the task expires. It
+ * leaves the rep's list when listed (the rep's open count with it) or is refused when completed
+ * (409, nothing posted); claiming it is refused too. */
+static int run_at(void *arg)
+{
+    run_want_t *w = arg;
+    json_t *run = run_of(w->lead, w->plan);
+    const char *node = run ? json_string_value(json_object_get(run, "node")) : NULL;
+    int ok = node && strcmp(node, w->reason) == 0;
+
+    json_decref(run);
+    return ok;
+}
+
+static long long rep_open(const char *token, const char *rep)
+{
+    char path[128];
+    nt_test_resp_t r;
+    long long n;
+
+    snprintf(path, sizeof(path), "/v1/reps/%s", rep);
+    call("GET", path, token, NULL, &r);
+    expect_status(&r, 200, NULL);
+    n = (long long)json_integer_value(json_object_get(r.json, "open"));
+    nt_test_resp_fini(&r);
+    return n;
+}
+
+static void test_call_task_expires_when_its_run_timed_out(void **state)
+{
+    static const char plan[] =
+        "id: \"calls_to\"\nstart: \"call\"\n"
+        "nodes { id: \"call\" send { channel: \"call\"\n"
+        "  params { name: \"reason\" value: \"quick call, score {{score}}\" }\n"
+        "  on { outcome: \"meeting_booked\" to: \"booked\" }\n"
+        "  timeout { seconds: 1 } on_timeout: \"later\" } }\n"
+        "nodes { id: \"later\" wait { duration { hours: 1 } next: \"end\" } }\n"
+        "nodes { id: \"booked\" exit { reason: \"meeting_booked\" } }\n"
+        "nodes { id: \"end\" exit { reason: \"timed_out\" } }\n";
+    char id1[128], id2[128], path[256], key[NT_KEY_MAX];
+    run_want_t at_later1 = {"call-x1", "calls_to", "later"};
+    run_want_t at_later2 = {"call-x2", "calls_to", "later"};
+    long long open0;
+    nt_test_resp_t r;
+    json_t *t;
+    char *v;
+
+    (void)state;
+    publish_plan(plan);
+    lead("call-x1", "{\"owner\":\"rep2\"}", 40);
+    lead("call-x2", "{\"owner\":\"rep2\"}", 41);
+    open0 = rep_open(REP2, "rep2");
+    enrol("call-x1", "calls_to");
+    enrol("call-x2", "calls_to");
+    task_id(id1, sizeof(id1), "call-x1", "calls_to");
+    task_id(id2, sizeof(id2), "call-x2", "calls_to");
+    t = wait_task(REP2, "?mine=1", id1);
+    json_decref(t);
+    t = wait_task(REP2, "?mine=1", id2);
+    json_decref(t);
+    assert_int_equal(rep_open(REP2, "rep2"), open0 + 2);
+
+    /* Nobody calls within the second: both runs move on to "later". */
+    assert_int_equal(nt_test_wait_until(run_at, &at_later1, 20000), 0);
+    assert_int_equal(nt_test_wait_until(run_at, &at_later2, 20000), 0);
+
+    /* Completing the first before anyone lists it: refused, nothing posted. */
+    snprintf(path, sizeof(path), "/v1/tasks/%s/complete", id1);
+    call("POST", path, REP2, "{\"outcome\":\"meeting_booked\",\"note\":\"too late\"}", &r);
+    expect_status(&r, 409, "conflict");
+    expect_message(&r, "has expired");
+    expect_message(&r, "moved on from call to later");
+    nt_test_resp_fini(&r);
+    v = redis_hget(nt_tasks_key_task(key, nt_partition("call-x1", API_PARTITIONS), id1),
+                   "status");
+    assert_string_equal(v, "expired");
+    free(v);
+    /* Again: still refused, the count lowered once only. */
+    call("POST", path, REP2, "{\"outcome\":\"connected\"}", &r);
+    expect_status(&r, 409, "conflict");
+    expect_message(&r, "has expired");
+    nt_test_resp_fini(&r);
+
+    /* The second leaves the rep's list when listed; claiming it is refused. */
+    assert_false(listed_now(REP2, "?mine=1", id2));
+    assert_false(listed_now(OPS, "", id2));
+    snprintf(path, sizeof(path), "/v1/tasks/%s", id2);
+    call("GET", path, OPS, NULL, &r);
+    expect_status(&r, 200, NULL);
+    assert_string_equal(json_string_value(json_object_get(r.json, "status")), "expired");
+    assert_true(json_integer_value(json_object_get(r.json, "expired")) > 0);
+    nt_test_resp_fini(&r);
+    snprintf(path, sizeof(path), "/v1/tasks/%s/claim", id2);
+    call("POST", path, REP2, NULL, &r);
+    expect_status(&r, 409, "conflict");
+    expect_message(&r, "has expired");
+    nt_test_resp_fini(&r);
+    assert_int_equal(rep_open(REP2, "rep2"), open0);
+
+    /* No outcome reached either run: both still wait at "later". */
+    usleep(200 * 1000);
+    assert_int_equal(run_at(&at_later1), 1);
+    assert_int_equal(run_at(&at_later2), 1);
+    nt_tasks_key_set(key, nt_partition("call-x1", API_PARTITIONS), "rep", "rep2");
+    assert_int_equal(redis_int("ZSCORE %s %s", key, id1), 0); /* nil */
+    nt_tasks_key_set(key, nt_partition("call-x1", API_PARTITIONS), "open", NULL);
+    assert_int_equal(redis_int("ZSCORE %s %s", key, id1), 0); /* nil */
+    v = redis_hget(lead_key(key, "call-x1"), "e:call.completed");
+    assert_null(v);
+}
+
 /* Run nurturectl with token against the daemon; returns its exit status and output in out. */
 static int ctl(const char *token, const char *args, char *out, size_t cap)
 {
@@ -495,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_call_task_waits_in_team_queue_when_no_rep_has_capacity),
         cmocka_unit_test(test_call_task_out_of_office_rep_is_skipped),
         cmocka_unit_test(test_call_task_past_sla_goes_to_team_queue),
+        cmocka_unit_test(test_call_task_expires_when_its_run_timed_out),
         cmocka_unit_test(test_call_task_nurturectl_lists_and_completes),
     };
 
