@@ -323,6 +323,29 @@ typedef struct pend {
     int64_t fire_real;
 } pend_t;
 
+/* A sales rep played by the demo, on their own connection with their own rep token. */
+typedef struct demo_rep {
+    char *name;
+    http_t http;
+    int in_team;            /* may read the team queue (no 403 seen) */
+    long calls;             /* completed */
+} demo_rep_t;
+
+enum { CALL_PLANNED, CALL_DONE, CALL_EXPIRED, CALL_GONE };
+
+/* A call task a rep has seen, and what the rep will do about it. */
+typedef struct call {
+    char *id;               /* the task id: <lead>:<plan>:<node>:<visit> */
+    size_t lead;
+    size_t rep;
+    char *plan;
+    char *node;
+    unsigned visit;
+    int64_t call_real;      /* when the rep gets to it (real ms) */
+    const char *outcome;    /* drawn for this lead and task */
+    int state;
+} call_t;
+
 typedef struct demo {
     const char *url;
     const char *data_dir;
@@ -346,6 +369,12 @@ typedef struct demo {
     long posted_human, posted_machine, late_dropped;
     long lines;
     long handoffs;
+    const char *team;       /* the reps' team, whose queue they also work */
+    demo_rep_t *reps;
+    size_t nreps;
+    size_t queue_turn;      /* which rep looks at the team queue next */
+    call_t *calls;
+    size_t ncalls;
 } demo_t;
 
 static const char *const stages[] = {"inquiry", "mql", "sal", "sql", "opportunity", "won",
@@ -735,6 +764,251 @@ static void world_tick(demo_t *d)
     }
 }
 
+/* ---------------------------------------------------------------- the sales reps */
+
+static const char *const call_outcomes[] = {"connected",      "left_voicemail", "no_answer",
+                                            "meeting_booked", "not_interested", "wrong_number",
+                                            NULL};
+
+static size_t lead_index(const demo_t *d, const char *id)
+{
+    for (size_t i = 0; i < d->nleads; i++)
+        if (strcmp(d->leads[i].id, id) == 0)
+            return i;
+    return (size_t)-1;
+}
+
+static call_t *call_find(demo_t *d, const char *id)
+{
+    for (size_t i = 0; i < d->ncalls; i++)
+        if (strcmp(d->calls[i].id, id) == 0)
+            return &d->calls[i];
+    return NULL;
+}
+
+/* "meeting_booked" -> "meeting booked" (a static buffer). */
+static const char *words(const char *s)
+{
+    static char buf[64];
+    snprintf(buf, sizeof(buf), "%s", s);
+    for (char *p = buf; *p; p++)
+        if (*p == '_')
+            *p = ' ';
+    return buf;
+}
+
+/* What the call brings, for this lead: engaged, high-scoring leads pick up and book more often;
+ * the rest mostly get the voicemail. Seeded per task, so a run is repeatable. */
+static const char *draw_outcome(const demo_t *d, const lead_t *l, uint64_t *s)
+{
+    double e = l->engage, sc = (double)(l->score > 100 ? 100 : l->score < 0 ? 0 : l->score);
+    if (unif(s) < 0.30 + 0.45 * e) {
+        double w_meet = 0.10 + 0.60 * e + sc / 300.0, w_conn = 0.45, w_not = 0.35 * (1.0 - e);
+        double u = unif(s) * (w_meet + w_conn + w_not);
+        (void)d;
+        return u < w_meet ? "meeting_booked" : u < w_meet + w_conn ? "connected"
+                                                                   : "not_interested";
+    }
+    double u = unif(s);
+    return u < 0.55 ? "left_voicemail" : u < 0.95 ? "no_answer" : "wrong_number";
+}
+
+static const char *call_note_text(const char *outcome, uint64_t *s)
+{
+    static const char *const meet[] = {"Discovery call booked for Tuesday 10:00",
+                                       "Booked a 30-minute demo with their team lead",
+                                       "Meeting Thursday; they will bring their architect"};
+    static const char *const conn[] = {"Good chat; budget is set after Q3 planning",
+                                       "Interested, wants the case study first",
+                                       "Talked briefly; call back next month"};
+    static const char *const vm[] = {"Left a voicemail pointing to the booking link",
+                                     "Voicemail: mentioned the guide they downloaded"};
+    static const char *const na[] = {"No answer", "Rang out; no voicemail box"};
+    static const char *const ni[] = {"Not a priority this year",
+                                     "Happy with their current vendor"};
+    const char *const *v;
+    size_t n;
+    if (strcmp(outcome, "meeting_booked") == 0)
+        v = meet, n = 3;
+    else if (strcmp(outcome, "connected") == 0)
+        v = conn, n = 3;
+    else if (strcmp(outcome, "left_voicemail") == 0)
+        v = vm, n = 2;
+    else if (strcmp(outcome, "no_answer") == 0)
+        v = na, n = 2;
+    else if (strcmp(outcome, "not_interested") == 0)
+        v = ni, n = 2;
+    else
+        return "The number belongs to someone else";
+    return v[(size_t)(unif(s) * (double)n) % n];
+}
+
+/* A task the reps have not seen before: decide when the rep gets to it and how it goes. */
+static void call_plan(demo_t *d, size_t ri, const json_t *t)
+{
+    const char *id = jstr(t, "id"), *lid = jstr(t, "lead");
+    size_t li = lid != NULL ? lead_index(d, lid) : (size_t)-1;
+    if (id == NULL || li == (size_t)-1 || call_find(d, id) != NULL)
+        return;
+    lead_t *l = &d->leads[li];
+    d->calls = xrealloc(d->calls, (d->ncalls + 1) * sizeof(*d->calls));
+    call_t *c = &d->calls[d->ncalls++];
+    memset(c, 0, sizeof(*c));
+    c->id = xstrdup(id);
+    c->lead = li;
+    c->rep = ri;
+    c->plan = xstrdup(jstr(t, "plan"));
+    c->node = xstrdup(jstr(t, "node"));
+    c->visit = (unsigned)jint(t, "visit");
+    uint64_t s = fnv(fnv(d->seed, "call"), id);
+    /* Most calls happen within the working day; a swamped rep sometimes gets to one only after
+     * the plan has given up on it (its timeout), and the task has expired by then. */
+    double hours = unif(&s) < 0.08 ? 50.0 + 20.0 * unif(&s) : 0.5 + 7.5 * unif(&s);
+    c->call_real = real_ms() + (int64_t)(hours * 3600000.0 / d->scale);
+    c->outcome = draw_outcome(d, l, &s);
+    c->state = CALL_PLANNED;
+
+    char reason[64];
+    const char *r = jstr(t, "reason") ?: "";
+    snprintf(reason, sizeof(reason), "%s", r);
+    if (strlen(r) >= sizeof(reason))
+        memcpy(reason + sizeof(reason) - 4, "...", 4);
+    char who[80];
+    snprintf(who, sizeof(who), "rep %s", d->reps[ri].name);
+    say(d, l, who, "call task %s%s: \"%s\"", c->node,
+        jstr(t, "priority") && strcmp(jstr(t, "priority"), "high") == 0 ? " (high)" : "",
+        reason);
+}
+
+/* The message of an error answer, or the body. */
+static const char *err_message(const http_t *h)
+{
+    static char buf[400];
+    json_t *j = json_loads(h->body.p, 0, NULL);
+    const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    snprintf(buf, sizeof(buf), "%s", m ? m : h->body.p);
+    json_decref(j);
+    return buf;
+}
+
+/* Every ~300 ms: each rep lists their open tasks, and one of them the team queue. */
+static void reps_look(demo_t *d)
+{
+    for (size_t ri = 0; ri < d->nreps && !stop_requested; ri++) {
+        json_t *j = http_get_json(&d->reps[ri].http, "/v1/tasks?mine=1");
+        size_t i;
+        const json_t *t;
+        json_array_foreach(json_object_get(j, "tasks"), i, t)
+            call_plan(d, ri, t);
+        json_decref(j);
+    }
+    if (d->nreps == 0 || d->team == NULL)
+        return;
+    for (size_t k = 0; k < d->nreps; k++) {
+        size_t ri = (d->queue_turn + k) % d->nreps;
+        if (!d->reps[ri].in_team)
+            continue;
+        d->queue_turn = ri + 1;
+        char path[160];
+        snprintf(path, sizeof(path), "/v1/tasks?team=%s", d->team);
+        long st = http_do(&d->reps[ri].http, "GET", path, NULL);
+        if (st == 403) {
+            d->reps[ri].in_team = 0;
+            continue;
+        }
+        json_t *j = st == 200 ? json_loads(d->reps[ri].http.body.p, 0, NULL) : NULL;
+        size_t i;
+        const json_t *t;
+        json_array_foreach(json_object_get(j, "tasks"), i, t)
+            call_plan(d, ri, t);
+        json_decref(j);
+        break;
+    }
+}
+
+/* The calls that are due: the rep claims the task, calls, and logs the outcome with a note. */
+static void reps_call(demo_t *d)
+{
+    int64_t now = real_ms();
+    for (size_t i = 0; i < d->ncalls && !stop_requested; i++) {
+        call_t *c = &d->calls[i];
+        if (c->state != CALL_PLANNED || c->call_real > now)
+            continue;
+        demo_rep_t *rep = &d->reps[c->rep];
+        lead_t *l = &d->leads[c->lead];
+        char who[80], path[600], body[600];
+        snprintf(who, sizeof(who), "rep %s", rep->name);
+        char *e = curl_easy_escape(rep->http.h, c->id, 0);
+        snprintf(path, sizeof(path), "/v1/tasks/%s/claim", e);
+        long st = http_do(&rep->http, "POST", path, "");
+        if (st == 200) {
+            uint64_t s = fnv(fnv(d->seed, "note"), c->id);
+            json_t *b = json_pack("{s:s, s:s}", "outcome", c->outcome, "note",
+                                  call_note_text(c->outcome, &s));
+            char *js = json_dumps(b, JSON_COMPACT);
+            json_decref(b);
+            snprintf(path, sizeof(path), "/v1/tasks/%s/complete", e);
+            snprintf(body, sizeof(body), "%s", js);
+            free(js);
+            st = http_do(&rep->http, "POST", path, body);
+        }
+        curl_free(e);
+        if (st == 200) {
+            c->state = CALL_DONE;
+            rep->calls++;
+            uint64_t s = fnv(fnv(d->seed, "note"), c->id);
+            say(d, l, who, "call completed: %s  \"%s\"", words(c->outcome),
+                call_note_text(c->outcome, &s));
+        } else if (st == 409 && strstr(rep->http.body.p, "expired") != NULL) {
+            /* "... has expired: <why> before the call was logged, ...": show the why. */
+            const char *m = err_message(&rep->http), *a = strstr(m, "has expired: ");
+            const char *z = a != NULL ? strstr(a, " before the call was logged") : NULL;
+            c->state = CALL_EXPIRED;
+            if (a != NULL && z != NULL)
+                say(d, l, who, "too late (409, task expired): %.*s", (int)(z - a - 13), a + 13);
+            else
+                say(d, l, who, "too late (409): %s", m);
+        } else if (st == 409 || st == 404) {
+            c->state = CALL_GONE;
+            say(d, l, who, "could not log the call (HTTP %ld): %s", st, err_message(&rep->http));
+        } else if (st < 0 || st >= 500) {
+            c->call_real = now + 500; /* nurtured busy or away: try again shortly */
+        } else {
+            c->state = CALL_GONE;
+            say(d, l, who, "could not log the call (HTTP %ld): %s", st, err_message(&rep->http));
+        }
+    }
+}
+
+/* Why a lead left a call step: "(rep ana: meeting booked)", or "(no call logged in 2 days)". */
+static const char *call_note(const demo_t *d, const lead_t *l, const run_t *old,
+                             const Nt__Node *n)
+{
+    static char buf[160];
+    buf[0] = '\0';
+    if (n == NULL || n->kind_case != NT__NODE__KIND_SEND || n->send->channel == NULL ||
+        strcmp(n->send->channel, "call") != 0)
+        return buf;
+    for (size_t i = 0; i < d->ncalls; i++) {
+        const call_t *c = &d->calls[i];
+        if (&d->leads[c->lead] != l || c->visit != old->visit || strcmp(c->plan, old->plan) != 0 ||
+            strcmp(c->node, old->node) != 0)
+            continue;
+        if (c->state == CALL_DONE) {
+            snprintf(buf, sizeof(buf), "  (rep %s: %s)", d->reps[c->rep].name,
+                     words(c->outcome));
+            return buf;
+        }
+    }
+    int64_t span = duration_ms(n->send->timeout);
+    if (span > 0 && span % DEMO_DAY_MS == 0)
+        snprintf(buf, sizeof(buf), "  (no call logged in %d day%s)", (int)(span / DEMO_DAY_MS),
+                 span == DEMO_DAY_MS ? "" : "s");
+    else if (span > 0)
+        snprintf(buf, sizeof(buf), "  (no call logged in %d hours)", (int)(span / 3600000));
+    return buf;
+}
+
 /* ---------------------------------------------------------------- following the leads */
 
 /* Text of the newest timeline entries we have not processed yet, oldest first, passed to fn. */
@@ -916,7 +1190,10 @@ static int poll_lead(demo_t *d, size_t li, int quiet)
                    strcmp(r->status, jstr(rj, "status") ?: "") != 0) {
             run_t old = {.plan = r->plan, .node = xstrdup(r->node), .visit = r->visit};
             int was_active = strcmp(r->status, "active") == 0;
-            const char *note = leave_note(l, &old, node_find(d, plan, old.node));
+            const Nt__Node *left = node_find(d, plan, old.node);
+            const char *note = leave_note(l, &old, left);
+            if (note[0] == '\0')
+                note = call_note(d, l, &old, left);
             run_set(r, rj);
             if (!quiet && strcmp(r->status, "active") != 0 && was_active) {
                 const char *why = r->exit_reason[0] ? r->exit_reason : r->status;
@@ -1129,6 +1406,51 @@ static int pick_sql(const demo_t *d, const lead_t *l)
     return l->max_stage >= stage_rank("sql");
 }
 
+static int pick_booked(const demo_t *d, const lead_t *l)
+{
+    for (size_t i = 0; i < d->ncalls; i++)
+        if (&d->leads[d->calls[i].lead] == l && d->calls[i].state == CALL_DONE &&
+            strcmp(d->calls[i].outcome, "meeting_booked") == 0)
+            return 1;
+    return 0;
+}
+
+/* Call tasks: how many the reps saw, how the calls went, what expired, who booked meetings. */
+static void calls_summary(demo_t *d)
+{
+    long done = 0, expired = 0, open = 0, gone = 0, by[8] = {0};
+    for (size_t i = 0; i < d->ncalls; i++) {
+        const call_t *c = &d->calls[i];
+        if (c->state == CALL_DONE) {
+            done++;
+            for (int k = 0; call_outcomes[k]; k++)
+                by[k] += strcmp(call_outcomes[k], c->outcome) == 0;
+        }
+        expired += c->state == CALL_EXPIRED;
+        open += c->state == CALL_PLANNED;
+        gone += c->state == CALL_GONE;
+    }
+    printf("  %-34s %zu created, %ld completed, %ld expired before the call (the run had moved "
+           "on)%s",
+           "call tasks", d->ncalls, done, expired, open || gone ? "," : "\n");
+    if (open)
+        printf(" %ld still open%s", open, gone ? "," : "\n");
+    if (gone)
+        printf(" %ld not logged (taken or gone)\n", gone);
+    printf("  %-34s", "  completed by outcome");
+    for (int k = 0, first = 1; call_outcomes[k]; k++)
+        if (by[k] > 0) {
+            printf("%s %s %ld", first ? "" : ",", words(call_outcomes[k]), by[k]);
+            first = 0;
+        }
+    printf("%s\n", done ? "" : " none");
+    printf("  %-34s", "  calls by rep");
+    for (size_t r = 0; r < d->nreps; r++)
+        printf("%s %s %ld", r ? "," : "", d->reps[r].name, d->reps[r].calls);
+    printf("\n");
+    list_leads(d, "meetings booked by a rep's call", pick_booked, pick_sql);
+}
+
 static void summary(demo_t *d, double elapsed)
 {
     char title[96];
@@ -1196,6 +1518,8 @@ static void summary(demo_t *d, double elapsed)
     if (d->handoffs > 0)
         printf("  %-34s %ld (the CRM enrolled them in %s)\n", "hand-offs", d->handoffs,
                d->handoff);
+    if (d->nreps > 0)
+        calls_summary(d);
 
     char *log = NULL, *abs = NULL;
     if (asprintf(&log, "%s/log-channel.jsonl", d->data_dir) < 0)
@@ -1206,8 +1530,16 @@ static void summary(demo_t *d, double elapsed)
            msgs < 0 ? 0 : msgs, abs ? abs : log);
     printf("  %-34s jq -r '[.lead, .plan, .node, .params.topic] | @tsv' %s | less\n",
            "look at them:", abs ? abs : log);
+    long rq = 0, rf = 0;
+    for (size_t r = 0; r < d->nreps; r++) {
+        rq += d->reps[r].http.requests;
+        rf += d->reps[r].http.failures;
+    }
     printf("  %-34s %ld requests to nurtured on one kept-alive connection, %ld failed\n",
            "api", d->http.requests, d->http.failures);
+    if (d->nreps > 0)
+        printf("  %-34s %ld requests with rep tokens (one connection per rep), %ld failed\n", "",
+               rq, rf);
     free(log);
     free(abs);
 }
@@ -1234,6 +1566,39 @@ static char *read_token(const char *data_dir)
     }
     fclose(f);
     return tok;
+}
+
+/* The named rep tokens of <data-dir>/tokens ("rep <secret> <name>"): the reps the demo plays. */
+static int load_reps(demo_t *d)
+{
+    char *path = NULL;
+    if (asprintf(&path, "%s/tokens", d->data_dir) < 0)
+        return -1;
+    FILE *f = fopen(path, "r");
+    free(path);
+    if (f == NULL)
+        return 0;
+    char line[512];
+    size_t cap = 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        cap++;
+    rewind(f);
+    /* Allocated once: each rep's curl handle writes into its own struct. */
+    d->reps = xrealloc(NULL, (cap ? cap : 1) * sizeof(*d->reps));
+    while (d->nreps < cap && fgets(line, sizeof(line), f) != NULL) {
+        char role[32], secret[400], name[80];
+        if (sscanf(line, "%31s %399s %79s", role, secret, name) != 3 || strcmp(role, "rep") != 0)
+            continue;
+        demo_rep_t *r = &d->reps[d->nreps];
+        memset(r, 0, sizeof(*r));
+        if (http_init(&r->http, d->url, secret) != 0)
+            break;
+        r->name = xstrdup(name);
+        r->in_team = 1;
+        d->nreps++;
+    }
+    fclose(f);
+    return 0;
 }
 
 static int load_plan(demo_t *d, const char *path)
@@ -1275,18 +1640,21 @@ static void usage(FILE *f)
     fputs("usage: nt-demo --url URL --data-dir DIR --leads LEADS.csv --time-scale X\n"
           "               --started-ms MS [--day0-ms MS] [--seconds S] [--funnel-every S]\n"
           "               [--seed N]"
-          " [--handoff PLAN] PLAN.bin...\n"
+          " [--handoff PLAN] [--team TEAM] PLAN.bin...\n"
           "  plays leads, webinar system and CRM against nurtured and narrates the runs;\n"
           "  PLAN.bin are the published plans as compiled by `nurturectl compile`;\n"
           "  --started-ms is the real time (ms) at which nurtured's plan clock started;\n"
-          "  --day0-ms the real time at which the leads were enrolled (day 0).\n",
+          "  --day0-ms the real time at which the leads were enrolled (day 0);\n"
+          "  the named rep tokens of DIR/tokens are the sales reps it plays: they work their\n"
+          "  call tasks and TEAM's queue (default sales).\n",
           f);
 }
 
 int main(int argc, char **argv)
 {
     demo_t d = {.url = "http://127.0.0.1:7700", .data_dir = "./nurture-data", .scale = 1,
-                .seconds = 45, .funnel_every = 5, .seed = 7, .handoff = "mql_handoff"};
+                .seconds = 45, .funnel_every = 5, .seed = 7, .handoff = "mql_handoff",
+                .team = "sales"};
     setlocale(LC_CTYPE, "");
     if (strcmp(setlocale(LC_CTYPE, NULL), "C") == 0 || MB_CUR_MAX == 1)
         setlocale(LC_CTYPE, "C.UTF-8");
@@ -1329,6 +1697,8 @@ int main(int argc, char **argv)
             d.seed = strtoull(v, NULL, 10);
         else if (strcmp(a, "--handoff") == 0)
             d.handoff = *v ? v : NULL;
+        else if (strcmp(a, "--team") == 0)
+            d.team = *v ? v : NULL;
         else {
             fprintf(stderr, "nt-demo: unknown option %s\n", a);
             usage(stderr);
@@ -1358,6 +1728,10 @@ int main(int argc, char **argv)
         return 1;
     }
     free(tok);
+    if (load_reps(&d) != 0) {
+        fprintf(stderr, "nt-demo: cannot read the rep tokens\n");
+        return 1;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -1383,17 +1757,28 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < d.nplans; i++)
         if ((int)strlen(d.plans[i].id) > d.wid_plan)
             d.wid_plan = (int)strlen(d.plans[i].id);
+    for (size_t i = 0; i < d.nreps; i++)
+        if (4 + text_width(d.reps[i].name) > d.wid_plan)
+            d.wid_plan = 4 + text_width(d.reps[i].name);
 
     funnel(&d, 0);
     rule("the plans at work");
     printf("  one line per move of a lead in a plan: node -> node (why), score and stage changes;\n"
-           "  '<- type' lines are what the leads (or machines acting for them) did\n\n");
+           "  '<- type' lines are what the leads (or machines acting for them) did");
+    if (d.nreps > 0) {
+        printf(";\n  'rep <name>' lines are the sales reps (");
+        for (size_t i = 0; i < d.nreps; i++)
+            printf("%s%s", i ? ", " : "", d.reps[i].name);
+        printf(") working their call tasks through the API");
+    }
+    printf("\n\n");
 
     int64_t t0 = real_ms(), next_poll = t0, next_funnel = t0 + (int64_t)(d.funnel_every * 1000);
     int64_t end = t0 + (int64_t)(d.seconds * 1000);
     int down = 0;
     while (!stop_requested && real_ms() < end) {
         world_tick(&d);
+        reps_call(&d);
         int64_t now = real_ms();
         if (now >= next_poll) {
             next_poll = now + 300;
@@ -1405,6 +1790,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "nt-demo: nurtured stopped answering\n");
                 return 1;
             }
+            reps_look(&d);
             if (all_done(&d))
                 break;
         }
@@ -1425,6 +1811,8 @@ int main(int argc, char **argv)
     funnel(&d, 1);
     summary(&d, (double)(real_ms() - t0) / 1000.0);
     http_fini(&d.http);
+    for (size_t i = 0; i < d.nreps; i++)
+        http_fini(&d.reps[i].http);
     curl_global_cleanup();
     return 0;
 }
