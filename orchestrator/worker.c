@@ -89,6 +89,7 @@ struct part {
     int queued;             /* wants a batch while the worker has its most in flight */
     int obusy;              /* outbox read in flight */
     int orecover;           /* the outbox must be read (taken over, or an apply unanswered) */
+    int64_t orecovered;     /* when it was last read (real ms) */
     dmsg_t *msgs;           /* in a channel, or parked for a retry */
     size_t nmsgs;
     dmsg_t *done;           /* delivered; outcome waiting for the next batch */
@@ -736,7 +737,10 @@ static void outbox_fetch(part_t *pt)
     char n_s[16], idle_s[16];
     const char *argv[8];
 
-    if (pt->obusy || !pt->owned || w->stopping || !pt->orecover ||
+    /* Never while a batch is in flight: its apply may have committed messages whose ids have
+     * not come back yet, which a read would deliver a second time. Commands run in order, so a
+     * read sent now sees only what earlier applies committed. */
+    if (pt->obusy || pt->busy || !pt->owned || w->stopping || !pt->orecover ||
         pt->nmsgs >= w->cfg->batch)
         return;
     snprintf(n_s, sizeof(n_s), "%u", w->cfg->batch);
@@ -750,6 +754,7 @@ static void outbox_fetch(part_t *pt)
     argv[6] = idle_s;
     argv[7] = "1";
     pt->obusy = 1;
+    pt->orecovered = nt_real_ms();
     if (nt_redis_script(w->redis, "outbox", on_outbox, pt, 2, 8, argv, NULL) != NT_OK)
         pt->obusy = 0;
 }
@@ -1449,6 +1454,11 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     if (!pt->owned || pt->w->stopping)
         return;
     fetch(pt);
+    /* Entries a dead worker left pending are claimable only once they have been idle a lease
+     * period, which may be after this worker's first read of the outbox: read it again now and
+     * then. */
+    if (nt_real_ms() - pt->orecovered > pt->w->cfg->lease_ms)
+        pt->orecover = 1;
     outbox_fetch(pt);
     if (!pt->busy)
         part_idle(pt, -1); /* a finishing batch schedules its own */

@@ -465,7 +465,6 @@ static void test_api_hostile_long_id_writes_nothing(void **state)
     int k = snprintf(body, n + 64, "{\"id\":\"");
     memset(body + k, 'a', n);
     snprintf(body + k + n, 64, "\",\"attributes\":{\"role\":\"x\"}}");
-    long long before = dbsize();
     nt_test_resp_t r;
     call("POST", "/v1/leads", OPS, body, &r);
     expect_status(&r, 400, "bad_request");
@@ -473,7 +472,13 @@ static void test_api_hostile_long_id_writes_nothing(void **state)
     assert_true(r.len < 1024); /* the id is not echoed back */
     nt_test_resp_fini(&r);
     free(body);
-    assert_true(dbsize() <= before);
+    /* No key names the hostile id. (Counting all keys would race with the worker, which is
+     * still taking the first steps of the runs enrolled by the tests before.) */
+    redisReply *x = redisCommand(env.rc, "KEYS *aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa*");
+    assert_non_null(x);
+    assert_int_equal(x->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(x->elements, 0);
+    freeReplyObject(x);
 }
 
 int main(void)

@@ -81,6 +81,15 @@ static int wd_ready(void *arg)
     return ok;
 }
 
+/* json_dumps of a new value, which is released. */
+static char *dump_new(json_t *v)
+{
+    char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
+
+    json_decref(v);
+    return s;
+}
+
 /* Start chromedriver on a free port and open a session of headless Chromium. */
 static void wd_start(void)
 {
@@ -123,10 +132,9 @@ static void wd_start(void)
                      "--disable-quic", "--no-first-run", "--disable-background-networking",
                      "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
                      profile);
-    caps = json_dumps(json_pack("{s:{s:{s:s,s:{s:s,s:o}}}}", "capabilities", "alwaysMatch",
-                                "browserName", "chrome", "goog:chromeOptions", "binary",
-                                CHROMIUM, "args", args),
-                      JSON_COMPACT);
+    caps = dump_new(json_pack("{s:{s:{s:s,s:{s:s,s:o}}}}", "capabilities", "alwaysMatch",
+                              "browserName", "chrome", "goog:chromeOptions", "binary", CHROMIUM,
+                              "args", args));
     assert_non_null(caps);
     wd_call("POST", "/session", caps, &r);
     free(caps);
@@ -157,8 +165,7 @@ static void wd_stop(void)
 /* The element matching a CSS selector (waits up to the implicit timeout); id into out. */
 static void wd_find(const char *css, char *out, size_t n)
 {
-    char *body = json_dumps(json_pack("{s:s,s:s}", "using", "css selector", "value", css),
-                            JSON_COMPACT);
+    char *body = dump_new(json_pack("{s:s,s:s}", "using", "css selector", "value", css));
     nt_test_resp_t r;
     const char *id;
 
@@ -180,8 +187,7 @@ static size_t wd_count(const char *css)
 
     wd_session("POST", "/timeouts", "{\"implicit\":0}", &r);
     nt_test_resp_fini(&r);
-    body = json_dumps(json_pack("{s:s,s:s}", "using", "css selector", "value", css),
-                      JSON_COMPACT);
+    body = dump_new(json_pack("{s:s,s:s}", "using", "css selector", "value", css));
     wd_session("POST", "/elements", body, &r);
     free(body);
     n = json_array_size(json_object_get(r.json, "value"));
@@ -209,7 +215,7 @@ static void wd_type(const char *css, const char *text)
 
     wd_find(css, id, sizeof(id));
     snprintf(path, sizeof(path), "/element/%s/value", id);
-    body = json_dumps(json_pack("{s:s}", "text", text), JSON_COMPACT);
+    body = dump_new(json_pack("{s:s}", "text", text));
     wd_session("POST", path, body, &r);
     free(body);
     nt_test_resp_fini(&r);

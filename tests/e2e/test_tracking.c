@@ -678,7 +678,9 @@ static void test_tracking_one_click_post_unsubscribes_at_once_in_every_plan(void
     req("POST", link, NULL, NULL, "application/x-www-form-urlencoded",
         "List-Unsubscribe=One-Click", 26, &r);
     assert_int_equal(r.status, 200);
-    assert_non_null(redis_hget(lead_key(key, "tr-d"), "_unsub"));
+    char *unsub = redis_hget(lead_key(key, "tr-d"), "_unsub");
+    assert_non_null(unsub);
+    free(unsub);
     enrol("tr-d", "once");
     wait_run("tr-d", "once", "supp", "done");
     assert_int_equal(count_messages("tr-d"), 1);
