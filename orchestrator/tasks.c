@@ -18,7 +18,8 @@
 
 #define DEFAULT_CAP 25
 #define DEFAULT_TEAM "sales"
-#define SLA_BATCH 20 /* overdue tasks looked at per partition and tick */
+#define SLA_BATCH 20    /* overdue tasks looked at per partition and tick */
+#define SWEEP_BATCH 100 /* open tasks looked at for expiry per partition and tick */
 
 typedef struct rep {
     char *id;
@@ -65,7 +66,8 @@ struct nt_tasks {
     const char *default_team;
     const char *webhook; /* channel.call.manager_webhook, or NULL */
     struct event *sla_ev;
-    int sla_busy; /* partitions of the scan in flight */
+    int sla_busy;       /* scripts and reads of the scan in flight */
+    long long *sweep_at; /* per partition: the rank in tasks:open the expiry sweep goes on from */
     life_t *life;
     create_req_t *pending;
 };
@@ -754,8 +756,19 @@ static void esc_free(esc_t *e)
 typedef struct hook {
     char *body;
     struct curl_slist *hdrs;
+    char *task; /* for the log line */
 } hook_t;
 
+static void hook_free(hook_t *h)
+{
+    curl_slist_free_all(h->hdrs);
+    free(h->body);
+    free(h->task);
+    free(h);
+}
+
+/* The webhook is a notification: the escalation is done either way, so a failure is logged
+ * (the task is in the team queue, escalated) and not retried. */
 static void on_hook_done(CURL *easy, CURLcode result, void *arg)
 {
     hook_t *h = arg;
@@ -763,12 +776,11 @@ static void on_hook_done(CURL *easy, CURLcode result, void *arg)
 
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
     if (result != CURLE_OK || status < 200 || status > 299)
-        nt_log_warn("tasks", "manager webhook: %s (HTTP %ld)",
+        nt_log_warn("tasks", "manager webhook for task %s failed: %s (HTTP %ld); the task is "
+                    "escalated to its team queue all the same", h->task,
                     result != CURLE_OK ? curl_easy_strerror(result) : "refused", status);
     curl_easy_cleanup(easy);
-    curl_slist_free_all(h->hdrs);
-    free(h->body);
-    free(h);
+    hook_free(h);
 }
 
 /* POST {"event":"task.escalated",...} to channel.call.manager_webhook on the loop's multi. */
@@ -788,14 +800,14 @@ static void notify_manager(nt_tasks_t *t, const esc_t *e)
     h = calloc(1, sizeof(*h));
     easy = curl_easy_init();
     if (!j || !h || !easy || !(h->body = json_dumps(j, JSON_COMPACT)) ||
+        !(h->task = strdup(e->id)) ||
         !(h->hdrs = curl_slist_append(NULL, "Content-Type: application/json"))) {
+        nt_log_warn("tasks", "manager webhook for task %s: out of memory", e->id);
         json_decref(j);
         if (easy)
             curl_easy_cleanup(easy);
-        if (h) {
-            free(h->body);
-            free(h);
-        }
+        if (h)
+            hook_free(h);
         return;
     }
     json_decref(j);
@@ -806,10 +818,9 @@ static void notify_manager(nt_tasks_t *t, const esc_t *e)
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
     if (nt_curlm_add(t->d.curlm, easy, on_hook_done, h) != 0) {
+        nt_log_warn("tasks", "manager webhook for task %s: the transfer could not start", e->id);
         curl_easy_cleanup(easy);
-        curl_slist_free_all(h->hdrs);
-        free(h->body);
-        free(h);
+        hook_free(h);
     }
 }
 
@@ -933,29 +944,78 @@ static void on_overdue(nt_rc_t rc, redisReply *reply, void *arg)
     free(s);
 }
 
+/* The sweep's task_list.lua reply: {{}, {holder, ...}, next rank}. Each holder of a task
+ * expired here has one open task less. */
+static void on_swept(nt_rc_t rc, redisReply *reply, void *arg)
+{
+    scan_t *s = arg;
+    nt_tasks_t *t = s->life->t;
+
+    if (t && rc == NT_OK && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+        reply->element[1]->type == REDIS_REPLY_ARRAY &&
+        reply->element[2]->type == REDIS_REPLY_INTEGER) {
+        const redisReply *gone = reply->element[1];
+        char k[NT_KEY_MAX];
+
+        t->sweep_at[s->p] = reply->element[2]->integer;
+        for (size_t i = 0; i < gone->elements; i++)
+            if (gone->element[i]->type == REDIS_REPLY_STRING && gone->element[i]->str[0])
+                nt_redis_cmd(t->d.redis, on_counted, NULL, "HINCRBY %s open -1",
+                             nt_tasks_key_rep(k, gone->element[i]->str));
+        if (gone->elements > 0)
+            nt_log_info("tasks", "partition %u: %zu task%s expired (the lead's run left the "
+                        "call step)", s->p, gone->elements, gone->elements == 1 ? "" : "s");
+    } else if (t && rc == NT_OK && reply && reply->type == REDIS_REPLY_ERROR) {
+        nt_log_error("tasks", "task_list (sweep): %s", reply->str);
+    }
+    if (t && --t->sla_busy < 0)
+        t->sla_busy = 0;
+    life_unref(s->life);
+    free(s);
+}
+
+/* Every sla_check_ms: escalate the tasks past their SLA and, so that nobody has to list a
+ * task for it to go, expire open tasks whose lead's run has left the call step (task_list.lua
+ * in sweep mode, SWEEP_BATCH tasks per partition and tick, going round). */
 static void on_sla_tick(evutil_socket_t fd, short what, void *arg)
 {
     nt_tasks_t *t = arg;
-    char k[NT_KEY_MAX], now[24];
+    char k[NT_KEY_MAX], now[24], batch[16], at[24];
 
     (void)fd;
     (void)what;
     if (t->sla_busy > 0 || !nt_redis_up(t->d.redis))
         return;
     snprintf(now, sizeof(now), "%" PRId64, nt_now_ms());
+    snprintf(batch, sizeof(batch), "%d", SWEEP_BATCH);
     for (unsigned p = 0; p < t->d.cfg->partitions; p++) {
-        scan_t *s = malloc(sizeof(*s));
+        scan_t *s = malloc(sizeof(*s)), *w = malloc(sizeof(*w));
+        const char *argv[4];
 
-        if (!s)
+        if (!s || !w) {
+            free(s);
+            free(w);
             break;
-        s->life = t->life;
-        s->p = p;
+        }
+        s->life = w->life = t->life;
+        s->p = w->p = p;
         if (nt_redis_cmd(t->d.redis, on_overdue, s, "ZRANGEBYSCORE %s -inf %s LIMIT 0 %d",
                          nt_tasks_key_set(k, p, "sla", NULL), now, SLA_BATCH) == NT_OK) {
             t->sla_busy++;
             t->life->refs++;
         } else {
             free(s);
+        }
+        snprintf(at, sizeof(at), "%lld", t->sweep_at[p]);
+        argv[0] = nt_tasks_key_set(k, p, "open", NULL);
+        argv[1] = batch;
+        argv[2] = now;
+        argv[3] = at;
+        if (nt_redis_script(t->d.redis, "task_list", on_swept, w, 1, 4, argv, NULL) == NT_OK) {
+            t->sla_busy++;
+            t->life->refs++;
+        } else {
+            free(w);
         }
     }
 }
@@ -986,6 +1046,12 @@ nt_tasks_t *nt_tasks_new(const nt_tasks_deps_t *deps, char **errmsg)
     t->life->refs = 1;
     if (load_config(t, errmsg) != 0)
         goto fail;
+    t->sweep_at = calloc(deps->cfg->partitions ? deps->cfg->partitions : 1, sizeof(*t->sweep_at));
+    if (!t->sweep_at) {
+        if (errmsg)
+            *errmsg = strdup("out of memory");
+        goto fail;
+    }
     ms = nt_config_channel(deps->cfg, "call", "sla_check_ms", NULL);
     if (ms) {
         char *end;
@@ -1038,5 +1104,6 @@ void nt_tasks_free(nt_tasks_t *t)
         free(t->teams[i].m);
     }
     free(t->teams);
+    free(t->sweep_at);
     free(t);
 }

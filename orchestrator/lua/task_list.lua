@@ -5,13 +5,18 @@
 -- it rests there). An expired task keeps its hash (status "expired", expired, expired_why) and
 -- leaves the open, SLA, rep and team sets; completing it later is refused (task_complete.lua).
 -- KEYS[1] the set listed: nt:{p}:tasks:open, nt:{p}:tasks:rep:<rep> or nt:{p}:tasks:team:<team>
--- ARGV[1] at most this many tasks  ARGV[2] now (ms)
+-- ARGV[1] at most this many tasks  ARGV[2] now (ms)  ARGV[3] (the sweep, tasks.c) a rank
 -- Returns {{id, {field, value, ...}}, ...} (open and claimed, by due time) and {owner, ...}: the
 -- holders of the tasks expired here (each one's open count to lower; "" for the queue).
+-- With ARGV[3] the script is the periodic sweep that expires tasks nobody lists: it looks at
+-- ARGV[1] tasks from that rank on and returns {{}, {owner, ...}, the rank to go on from (0: the
+-- end was reached)}.
 -- Every key is in the slot of KEYS[1] ({p}).
 local limit, now = tonumber(ARGV[1]), ARGV[2]
+local sweep = ARGV[3] ~= nil
 local pre = string.match(KEYS[1], '^(.-}:)tasks:')
 local out, gone = {}, {}
+local seen = 0
 
 local function moved_on(f)
   local plan = f.plan or ''
@@ -33,13 +38,14 @@ local function moved_on(f)
   return nil
 end
 
-local off = 0
-while #out < limit do
-  local ids = redis.call('ZRANGE', KEYS[1], off, off + (limit - #out) - 1)
-  if #ids == 0 then
-    break
-  end
+local off = sweep and tonumber(ARGV[3]) or 0
+local at_end = false
+while not at_end and (sweep and seen or #out) < limit do
+  local want = limit - (sweep and seen or #out)
+  local ids = redis.call('ZRANGE', KEYS[1], off, off + want - 1)
+  at_end = #ids < want
   for _, id in ipairs(ids) do
+    seen = seen + 1
     local tk = pre .. 'task:' .. id
     local h = redis.call('HGETALL', tk)
     local f = {}
@@ -63,10 +69,13 @@ while #out < limit do
       gone[#gone + 1] = owner
     else
       off = off + 1
-      if f.status == 'open' or f.status == 'claimed' then
+      if not sweep and (f.status == 'open' or f.status == 'claimed') then
         out[#out + 1] = {id, h}
       end
     end
   end
+end
+if sweep then
+  return {out, gone, at_end and 0 or off}
 end
 return {out, gone}
