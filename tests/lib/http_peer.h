@@ -1,0 +1,43 @@
+/* A recording HTTP peer for tests: an evhttp server on 127.0.0.1:<free port>, run by a thread of
+ * its own with its own event_base, that keeps every request it receives (method, path,
+ * Content-Type, body) and answers each with a fixed status and JSON body. For webhooks that
+ * nurtured or a plugin calls (a manager's escalation webhook, a provider): the test starts the
+ * peer, points the configuration at nt_test_peer_url(), and asserts on what arrived. */
+#ifndef NT_TEST_HTTP_PEER_H
+#define NT_TEST_HTTP_PEER_H
+
+#include <stddef.h>
+
+typedef struct nt_test_peer nt_test_peer_t;
+
+/* One request as received (copies; nt_test_peer_req_fini frees them). */
+typedef struct nt_test_peer_req {
+    char *method;       /* "POST", "GET", ... */
+    char *path;         /* the URI as sent, with its query */
+    char *content_type; /* "" when none */
+    char *body;         /* NUL-terminated */
+    size_t len;
+} nt_test_peer_req_t;
+
+/* Start the peer; every request is answered with status and body (a JSON text, "{}" when
+ * NULL). Returns NULL when it cannot listen. */
+nt_test_peer_t *nt_test_peer_start(int status, const char *body);
+
+/* "http://127.0.0.1:<port>" (owned by the peer). */
+const char *nt_test_peer_url(const nt_test_peer_t *p);
+
+/* How many requests arrived so far. */
+size_t nt_test_peer_count(nt_test_peer_t *p);
+
+/* Wait until at least n requests arrived. Returns 0, or -1 after timeout_ms. */
+int nt_test_peer_wait(nt_test_peer_t *p, size_t n, int timeout_ms);
+
+/* Copy the i-th request (from 0) into out. Returns 0, or -1 when there is none. */
+int nt_test_peer_request(nt_test_peer_t *p, size_t i, nt_test_peer_req_t *out);
+
+void nt_test_peer_req_fini(nt_test_peer_req_t *r);
+
+/* Stop the server (its port is closed on return) and free everything. NULL is a no-op. */
+void nt_test_peer_stop(nt_test_peer_t *p);
+
+#endif
