@@ -4,8 +4,11 @@
  * everybody else through the same public HTTP API a real system would use: leads who open,
  * click and download (and privacy proxies and link scanners that open and click for them,
  * posted with "machine": true, which must move nobody), the webinar system's registrations,
- * attendance and recording views, unsubscribes, and the CRM that enrols a lead in the hand-off
- * plan once marketing has qualified it. Whether and when a lead does something is decided by
+ * attendance and recording views, people answering an event invitation through its signed RSVP
+ * link, the badge scanner at the show (the day's scans imported as a CSV with `nurturectl
+ * events import`, including people nurture did not know and a row the scanner garbled),
+ * unsubscribes, and the CRM that enrols a lead in the hand-off plan once marketing has
+ * qualified it. Whether and when a lead does something is decided by
  * a seeded PRNG per lead, plan, node and visit, weighted by a per-lead propensity (engaged
  * technical buyers click more, executives download business cases, webinar-sourced leads
  * register more), so that a run is repeatable and every branch of a wait_event is taken by
@@ -18,6 +21,7 @@
  *
  * Exit status: 0 done, 1 nurtured unreachable or bad input, 2 usage, 130 interrupted. */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <locale.h>
@@ -27,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <wchar.h>
@@ -198,9 +203,11 @@ static int http_init(http_t *c, const char *base, const char *token)
     if (c->h == NULL)
         return -1;
     char *auth = NULL;
-    if (asprintf(&auth, "Authorization: Bearer %s", token) < 0)
+    /* No token: a person following a signed link, whose token is the link itself. */
+    if (token != NULL && asprintf(&auth, "Authorization: Bearer %s", token) < 0)
         return -1;
-    c->hdr = curl_slist_append(c->hdr, auth);
+    if (auth != NULL)
+        c->hdr = curl_slist_append(c->hdr, auth);
     free(auth);
     c->hdr = curl_slist_append(c->hdr, "Content-Type: application/json");
     c->hdr = curl_slist_append(c->hdr, "Expect:");
@@ -306,9 +313,12 @@ typedef struct lead {
     int64_t unsub_at;       /* plan ms at which this lead unsubscribes; 0 never */
     int unsub_done;
     int handoff_tried;
+    json_t *attrs;          /* the lead's attributes as last read */
+    char rsvp;              /* the answer given through the RSVP link: 'y', 'n' or 0 */
+    int from_scan;          /* created by the badge scanner's import */
 } lead_t;
 
-enum { PEND_MATCH, PEND_NOISE, PEND_UNSUB };
+enum { PEND_MATCH, PEND_NOISE, PEND_UNSUB, PEND_RSVP };
 
 typedef struct pend {
     size_t lead;
@@ -375,6 +385,18 @@ typedef struct demo {
     size_t queue_turn;      /* which rep looks at the team queue next */
     call_t *calls;
     size_t ncalls;
+    /* The in-person event: found in the plans (a send on the event channel). */
+    const char *nurturectl; /* the binary that imports the badge scans */
+    const char *event;      /* the event's id */
+    const char *event_plan; /* the plan that invites to it and follows up */
+    http_t person;          /* no token: people following their signed links */
+    int64_t scan_at;        /* real ms of the badge scanner's import; 0 not yet known */
+    int scan_done;
+    size_t *scans;          /* leads whose badge is scanned (indexes) */
+    size_t nscans;
+    long rsvp_yes, rsvp_no, rsvp_failed;
+    char *scan_summary;     /* nurturectl's summary line */
+    long scan_bad;          /* malformed rows it reported */
 } demo_t;
 
 static const char *const stages[] = {"inquiry", "mql", "sal", "sql", "opportunity", "won",
@@ -536,14 +558,16 @@ static void lead_profile(demo_t *d, lead_t *l, const json_t *attrs)
     free(l->source);
     l->source = xstrdup(src);
     if (src != NULL && (strcmp(src, "webinar") == 0 || strcmp(src, "referral") == 0 ||
-                        strcmp(src, "content_download") == 0 || strcmp(src, "tradeshow") == 0))
+                        strcmp(src, "content_download") == 0 || strcmp(src, "tradeshow") == 0 ||
+                        strcmp(src, "event") == 0))
         e += 0.12;
     e += (double)(l->score > 60 ? 60 : l->score) / 400.0;
     l->engage = e < 0.05 ? 0.05 : e > 0.95 ? 0.95 : e;
     /* A few of the least engaged have had enough at some point. */
     double u = unif(&s);
+    int64_t from = l->from_scan ? plan_now(d) : d->day0; /* a scanned stranger: from now on */
     if (u < 0.06)
-        l->unsub_at = d->day0 + (int64_t)((3.0 + 20.0 * unif(&s)) * (double)DEMO_DAY_MS);
+        l->unsub_at = from + (int64_t)((3.0 + 20.0 * unif(&s)) * (double)DEMO_DAY_MS);
 }
 
 static void lead_label(lead_t *l, const json_t *attrs)
@@ -616,6 +640,269 @@ static visit_t *visit_find(lead_t *l, const char *plan, const char *node, unsign
     return NULL;
 }
 
+/* ---------------------------------------------------------------- the in-person event */
+
+static size_t lead_index(const demo_t *d, const char *id);
+
+/* An invitation's RSVP wait: the person answers through the signed link of their invitation,
+ * yes, no, or not at all. */
+static void rsvp_visit(demo_t *d, size_t li, const run_t *r, visit_t *v, int64_t entered,
+                       int64_t span, uint64_t *s)
+{
+    lead_t *l = &d->leads[li];
+    double yes = 0.20 + 0.45 * l->engage, no = 0.10, u = unif(s);
+    char answer = u < yes ? 'y' : u < yes + no ? 'n' : 0;
+
+    if (answer == 0 || l->rsvp != 0)
+        return;
+    v->human = answer == 'y';
+    pend_add(d, li, PEND_RSVP, r->plan, r->node, r->visit, "event.rsvp",
+             json_pack("{s:s}", "answer", answer == 'y' ? "yes" : "no"), 0, NULL,
+             real_at(d, entered + (int64_t)((0.05 + 0.6 * unif(s)) * (double)span)));
+}
+
+static int lead_registered(const lead_t *l)
+{
+    const char *tc = jstr(l->attrs, "tradeshow_contact");
+    return l->rsvp == 'y' || (tc != NULL && strcmp(tc, "registered") == 0);
+}
+
+/* The show: whoever waits for their check-in is scanned at the entrance, or does not come (most
+ * registrants come, a few others walk in). The scanner's export of the first day is imported
+ * once, in the evening of that day. */
+static void show_visit(demo_t *d, size_t li, visit_t *v, int64_t entered, int64_t span,
+                       uint64_t *s)
+{
+    lead_t *l = &d->leads[li];
+    double p = !lead_registered(l)                   ? 0.05 + 0.20 * l->engage
+               : jstr(l->attrs, "rep_notes") != NULL ? 0.85
+                                                     : 0.40 + 0.35 * l->engage;
+
+    if (d->scan_at == 0)
+        d->scan_at = real_at(d, entered + (int64_t)(0.35 * (double)span));
+    if (d->scan_done || unif(s) >= p)
+        return;
+    v->human = 1;
+    d->scans = xrealloc(d->scans, (d->nscans + 1) * sizeof(*d->scans));
+    d->scans[d->nscans++] = li;
+}
+
+/* The path of the newest RSVP link the event channel made for lead ("/t/r/<token>", malloc'd),
+ * from its file of invitations (<data-dir>/event-channel.jsonl), or NULL. */
+static char *rsvp_path(const demo_t *d, const char *lead)
+{
+    char *path = NULL, *line = NULL, *found = NULL;
+    size_t cap = 0;
+    if (asprintf(&path, "%s/event-channel.jsonl", d->data_dir) < 0)
+        return NULL;
+    FILE *f = fopen(path, "r");
+    free(path);
+    if (f == NULL)
+        return NULL;
+    while (getline(&line, &cap, f) > 0) {
+        json_t *j = json_loads(line, 0, NULL);
+        const char *id = jstr(j, "lead"), *url = jstr(j, "rsvp_url");
+        const char *t = url != NULL ? strstr(url, "/t/r/") : NULL;
+        if (id != NULL && strcmp(id, lead) == 0 && t != NULL) {
+            free(found);
+            found = xstrdup(t);
+        }
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+/* The person opens the RSVP link of their invitation and answers. */
+static void rsvp_answer(demo_t *d, pend_t *p)
+{
+    lead_t *l = &d->leads[p->lead];
+    const char *answer = jstr(p->attrs, "answer");
+    char *link = rsvp_path(d, l->id), *path = NULL;
+    long st = -1;
+
+    if (link != NULL && asprintf(&path, "%s?answer=%s", link, answer) >= 0)
+        st = http_do(&d->person, "POST", path, "");
+    free(link);
+    free(path);
+    if (st != 200) {
+        d->rsvp_failed++;
+        say(d, l, "", "<- could not answer the invitation: %s", st < 0 ? "no RSVP link found"
+                                                                      : "the link was refused");
+        return;
+    }
+    l->rsvp = answer[0];
+    if (l->rsvp == 'y')
+        d->rsvp_yes++;
+    else
+        d->rsvp_no++;
+    visit_t *v = visit_find(l, p->plan, p->node, p->visit);
+    if (v != NULL && l->rsvp == 'y')
+        v->human_posted = 1;
+    say(d, l, "", "<- RSVP %s, through the signed link of the invitation", answer);
+}
+
+/* A lead that exists only from now on (a badge scan nurture did not know). */
+static void lead_add(demo_t *d, const char *id)
+{
+    d->leads = xrealloc(d->leads, (d->nleads + 1) * sizeof(*d->leads));
+    lead_t *l = &d->leads[d->nleads++];
+    memset(l, 0, sizeof(*l));
+    l->id = xstrdup(id);
+    l->label = xstrdup(id);
+    l->stage = xstrdup("");
+    l->source = xstrdup("");
+    l->role = "other";
+    l->from_scan = 1;
+}
+
+/* Write s as a quoted CSV field. */
+static void csv_field(FILE *f, const char *s, int last)
+{
+    fputc('"', f);
+    for (; s != NULL && *s; s++) {
+        if (*s == '"')
+            fputc('"', f);
+        fputc(*s, f);
+    }
+    fputs(last ? "\"\n" : "\",", f);
+}
+
+/* Run argv (argv[0] a path), its output and errors in *out (malloc'd). Returns the exit status,
+ * or -1 when it could not run. */
+static int run_capture(char *const argv[], char **out)
+{
+    int fds[2];
+    *out = NULL;
+    if (pipe(fds) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(fds[1]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    membuf_t b = {0};
+    char chunk[4096];
+    ssize_t n;
+    while ((n = read(fds[0], chunk, sizeof(chunk))) != 0) {
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        b.p = xrealloc(b.p, b.n + (size_t)n + 1);
+        memcpy(b.p + b.n, chunk, (size_t)n);
+        b.n += (size_t)n;
+        b.p[b.n] = '\0';
+    }
+    close(fds[0]);
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    *out = b.p != NULL ? b.p : xstrdup("");
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* People at the booth whom nurture has never heard of: they become leads at the import. */
+static const char *const strangers[][5] = {
+    {"katarzyna.nowak@vistula-logistics.example", "Katarzyna", "Nowak", "Vistula Logistics",
+     "VP Revenue Operations"},
+    {"pieter.devries@grachten.example", "Pieter", "de Vries", "Grachten Software B.V.",
+     "Marketing Operations Manager"},
+    {"ingrid.solberg@aurora-energy.example", "Ingrid", "Solberg", "Aurora Energi AS",
+     "Data Engineer"},
+};
+
+/* The badge scanner's export of the first day, imported as ops would: a CSV with the scans of
+ * the people who came, three strangers and one row the scanner garbled, through `nurturectl
+ * events import EVENT FILE --followup PLAN` (signed check-ins to POST /v1/webhooks/event). */
+static void badge_scan(demo_t *d)
+{
+    char *csv = NULL, at[32];
+    d->scan_done = 1;
+    if (asprintf(&csv, "%s/badges-%s-day1.csv", d->data_dir, d->event) < 0)
+        return;
+    FILE *f = fopen(csv, "w");
+    if (f == NULL) {
+        fprintf(stderr, "nt-demo: cannot write %s: %s\n", csv, strerror(errno));
+        free(csv);
+        return;
+    }
+    time_t t = (time_t)(plan_now(d) / 1000);
+    strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+    fputs("email,first_name,last_name,company,title,checked_in_at\n", f);
+    size_t n = d->nscans + 4, k = 0, bad_at = d->nscans / 2;
+    long walk_ins = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i == bad_at) {
+            /* The scanner read a badge with its address garbled. */
+            fputs("\"jan.devries(at)brabant-machines.example\",\"Jan\",\"de Vries\","
+                  "\"Brabant Machines\",\"Plant Manager\",", f);
+            csv_field(f, at, 1);
+        } else if (k < d->nscans) {
+            const lead_t *l = &d->leads[d->scans[k++]];
+            walk_ins += !lead_registered(l);
+            csv_field(f, jstr(l->attrs, "email"), 0);
+            csv_field(f, jstr(l->attrs, "first_name"), 0);
+            csv_field(f, jstr(l->attrs, "last_name"), 0);
+            csv_field(f, jstr(l->attrs, "company"), 0);
+            csv_field(f, jstr(l->attrs, "title"), 0);
+            csv_field(f, at, 1);
+        } else {
+            const char *const *p = strangers[i - d->nscans - (bad_at < i ? 1 : 0)];
+            for (int c = 0; c < 5; c++)
+                csv_field(f, p[c], 0);
+            csv_field(f, at, 1);
+        }
+    }
+    fclose(f);
+
+    char title[160];
+    snprintf(title, sizeof(title), "%s: the badge scanner, plan day %d", d->event, plan_day(d));
+    rule(title);
+    printf("  the first day's scans at the entrance and the booth: %zu of our leads (%ld of them "
+           "walked in\n  without registering), 3 people we have never heard of, and 1 badge the "
+           "scanner read garbled,\n  in %s\n", d->nscans, walk_ins, csv);
+    printf("  $ nurturectl events import %s %s --followup %s\n", d->event, strrchr(csv, '/') + 1,
+           d->event_plan);
+    char *out = NULL;
+    char *argv[] = {(char *)d->nurturectl, "--url", (char *)d->url, "--data-dir",
+                    (char *)d->data_dir, "events", "import", (char *)d->event, csv,
+                    "--followup", (char *)d->event_plan, NULL};
+    int st = run_capture(argv, &out);
+    for (char *line = strtok(out, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        printf("    %s\n", line);
+        if (strstr(line, " is not an email address") || strstr(line, " fields, the header has"))
+            d->scan_bad++;
+        if (strncmp(line, d->event, strlen(d->event)) == 0 && line[strlen(d->event)] == ':') {
+            free(d->scan_summary);
+            d->scan_summary = xstrdup(line + strlen(d->event) + 2);
+        }
+    }
+    if (st != 0)
+        printf("    (nurturectl exited with status %d)\n", st);
+    free(out);
+    printf("\n");
+    /* The strangers are leads now: follow them like everybody else. */
+    for (size_t i = 0; i < sizeof(strangers) / sizeof(strangers[0]); i++) {
+        if (lead_index(d, strangers[i][0]) != (size_t)-1)
+            continue;
+        lead_add(d, strangers[i][0]);
+    }
+    free(csv);
+}
+
 /* A lead has just been seen resting at a wait_event node: decide, once per visit, whether the
  * person does what the node waits for and when, and what machines do in the meantime. */
 static void world_visit(demo_t *d, size_t li, const run_t *r, const Nt__WaitEvent *we)
@@ -645,6 +932,15 @@ static void world_visit(demo_t *d, size_t li, const run_t *r, const Nt__WaitEven
     snprintf(vis, sizeof(vis), "%u", r->visit);
     uint64_t s = fnv(fnv(fnv(fnv(d->seed, l->id), r->plan), r->node), vis);
     int is_email = strncmp(type, "email.", 6) == 0 || strncmp(type, "content.", 8) == 0;
+
+    if (d->event != NULL && strcmp(type, "event.rsvp") == 0) {
+        rsvp_visit(d, li, r, v, entered, span, &s);
+        return;
+    }
+    if (d->event != NULL && strcmp(type, "event.checked_in") == 0) {
+        show_visit(d, li, v, entered, span, &s);
+        return;
+    }
 
     json_t *attrs = json_object();
     for (size_t i = 0; i < we->filter->n_attrs; i++)
@@ -736,6 +1032,8 @@ static void world_tick(demo_t *d)
              strcmp(r->status, "active") != 0)) {
             if (p->kind == PEND_MATCH && !p->machine)
                 d->late_dropped++;
+        } else if (p->kind == PEND_RSVP) {
+            rsvp_answer(d, p);
         } else {
             post_event(d, p);
         }
@@ -1144,6 +1442,8 @@ static int poll_lead(demo_t *d, size_t li, int quiet)
     if (j == NULL)
         return -1;
     const json_t *attrs = json_object_get(j, "attributes");
+    json_decref(l->attrs);
+    l->attrs = json_deep_copy(attrs);
     int64_t score = jint(j, "score");
     const char *stage = jstr(j, "stage") ?: "";
     if (!l->known) {
@@ -1451,6 +1751,82 @@ static void calls_summary(demo_t *d)
     list_leads(d, "meetings booked by a rep's call", pick_booked, pick_sql);
 }
 
+static long count_event_lines(const demo_t *d, const char *kind)
+{
+    char *path = NULL, *line = NULL;
+    size_t cap = 0;
+    long n = 0;
+    if (asprintf(&path, "%s/event-channel.jsonl", d->data_dir) < 0)
+        return 0;
+    FILE *f = fopen(path, "r");
+    free(path);
+    if (f == NULL)
+        return 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_t *j = json_loads(line, 0, NULL);
+        const char *k = jstr(j, "kind"), *e = jstr(j, "event");
+        n += k != NULL && e != NULL && strcmp(k, kind) == 0 && strcmp(e, d->event) == 0;
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    return n;
+}
+
+static int status_is(const lead_t *l, const char *status)
+{
+    const char *s = jstr(l->attrs, "event_status");
+    return s != NULL && strcmp(s, status) == 0;
+}
+
+/* The event: invitations, answers, the scanner's import and the three follow-up branches, as
+ * the plan recorded them on each lead (event_status). */
+static void event_summary(demo_t *d)
+{
+    long attended = 0, walked_in = 0, new_leads = 0, absent = 0, not_registered = 0, said_no = 0,
+         waiting = 0, left = 0;
+    for (size_t i = 0; i < d->nleads; i++) {
+        const lead_t *l = &d->leads[i];
+        if (status_is(l, "attended")) {
+            attended++;
+            new_leads += l->from_scan;
+            walked_in += !l->from_scan && !lead_registered(l);
+        } else if (status_is(l, "absent")) {
+            absent++;
+        } else if (status_is(l, "not_registered")) {
+            not_registered++;
+            said_no += l->rsvp == 'n';
+        } else if (run_of(l, d->event_plan) != NULL) {
+            if (strcmp(run_of(l, d->event_plan)->status, "active") == 0)
+                waiting++;
+            else
+                left++;
+        }
+    }
+    printf("  %s (plan %s)\n", d->event, d->event_plan);
+    printf("  %-34s %ld invitations, %ld reminders with signed RSVP links (event channel)\n",
+           "  sent", count_event_lines(d, "invite"), count_event_lines(d, "reminder"));
+    printf("  %-34s yes %ld, no %ld", "  answers through the RSVP links", d->rsvp_yes,
+           d->rsvp_no);
+    if (d->rsvp_failed)
+        printf(", %ld could not be given", d->rsvp_failed);
+    printf("\n");
+    if (d->scan_done)
+        printf("  %-34s %s\n", "  badge scanner import", d->scan_summary ? d->scan_summary
+                                                                        : "failed (see above)");
+    else
+        printf("  %-34s not reached yet\n", "  badge scanner import");
+    printf("  %-34s %ld (%ld walked in without registering, %ld new leads from the scan)\n",
+           "  attended", attended, walked_in, new_leads);
+    printf("  %-34s %ld\n", "  registered but absent", absent);
+    printf("  %-34s %ld (%ld of them said no)\n", "  not registered", not_registered, said_no);
+    if (left)
+        printf("  %-34s %ld (sales took them over, or they unsubscribed)\n",
+               "  left the plan before the show", left);
+    if (waiting)
+        printf("  %-34s %ld (the show is not over for them yet)\n", "  not decided yet", waiting);
+}
+
 static void summary(demo_t *d, double elapsed)
 {
     char title[96];
@@ -1520,6 +1896,8 @@ static void summary(demo_t *d, double elapsed)
                d->handoff);
     if (d->nreps > 0)
         calls_summary(d);
+    if (d->event != NULL)
+        event_summary(d);
 
     char *log = NULL, *abs = NULL;
     if (asprintf(&log, "%s/log-channel.jsonl", d->data_dir) < 0)
@@ -1530,6 +1908,21 @@ static void summary(demo_t *d, double elapsed)
            msgs < 0 ? 0 : msgs, abs ? abs : log);
     printf("  %-34s jq -r '[.lead, .plan, .node, .params.topic] | @tsv' %s | less\n",
            "look at them:", abs ? abs : log);
+    free(abs);
+    abs = NULL;
+    char *mail = NULL;
+    if (asprintf(&mail, "%s/maildir/new", d->data_dir) >= 0) {
+        DIR *dir = opendir(mail);
+        long n = 0;
+        for (struct dirent *e = dir ? readdir(dir) : NULL; e != NULL; e = readdir(dir))
+            n += strstr(e->d_name, ".eml") != NULL;
+        if (dir != NULL)
+            closedir(dir);
+        abs = realpath(mail, NULL);
+        printf("  %-34s %ld, one .eml file each (no SMTP server configured), in\n      %s\n",
+               "emails sent (email channel)", n, abs ? abs : mail);
+        free(mail);
+    }
     long rq = 0, rf = 0;
     for (size_t r = 0; r < d->nreps; r++) {
         rq += d->reps[r].http.requests;
@@ -1635,18 +2028,39 @@ static int load_plan(demo_t *d, const char *path)
     return 0;
 }
 
+/* The in-person event of the plans: the first send on the event channel names it. */
+static void find_event(demo_t *d)
+{
+    for (size_t i = 0; i < d->nplans && d->event == NULL; i++) {
+        const Nt__Workflow *wf = d->plans[i].plan->wf;
+        for (size_t k = 0; k < wf->n_nodes && d->event == NULL; k++) {
+            const Nt__Node *n = wf->nodes[k];
+            if (n->kind_case != NT__NODE__KIND_SEND || n->send->channel == NULL ||
+                strcmp(n->send->channel, "event") != 0)
+                continue;
+            for (size_t j = 0; j < n->send->n_params; j++)
+                if (strcmp(n->send->params[j]->name, "event") == 0) {
+                    d->event = n->send->params[j]->value;
+                    d->event_plan = d->plans[i].id;
+                }
+        }
+    }
+}
+
 static void usage(FILE *f)
 {
     fputs("usage: nt-demo --url URL --data-dir DIR --leads LEADS.csv --time-scale X\n"
           "               --started-ms MS [--day0-ms MS] [--seconds S] [--funnel-every S]\n"
           "               [--seed N]"
-          " [--handoff PLAN] [--team TEAM] PLAN.bin...\n"
+          " [--handoff PLAN] [--team TEAM] [--nurturectl PATH] PLAN.bin...\n"
           "  plays leads, webinar system and CRM against nurtured and narrates the runs;\n"
           "  PLAN.bin are the published plans as compiled by `nurturectl compile`;\n"
           "  --started-ms is the real time (ms) at which nurtured's plan clock started;\n"
           "  --day0-ms the real time at which the leads were enrolled (day 0);\n"
           "  the named rep tokens of DIR/tokens are the sales reps it plays: they work their\n"
-          "  call tasks and TEAM's queue (default sales).\n",
+          "  call tasks and TEAM's queue (default sales);\n"
+          "  a plan that invites to an in-person event (a send on the event channel) gets its\n"
+          "  RSVPs through the signed links and, with --nurturectl, the badge scanner's CSV.\n",
           f);
 }
 
@@ -1699,6 +2113,8 @@ int main(int argc, char **argv)
             d.handoff = *v ? v : NULL;
         else if (strcmp(a, "--team") == 0)
             d.team = *v ? v : NULL;
+        else if (strcmp(a, "--nurturectl") == 0)
+            d.nurturectl = v;
         else {
             fprintf(stderr, "nt-demo: unknown option %s\n", a);
             usage(stderr);
@@ -1728,6 +2144,11 @@ int main(int argc, char **argv)
         return 1;
     }
     free(tok);
+    if (http_init(&d.person, d.url, NULL) != 0) {
+        fprintf(stderr, "nt-demo: cannot initialise libcurl\n");
+        return 1;
+    }
+    find_event(&d);
     if (load_reps(&d) != 0) {
         fprintf(stderr, "nt-demo: cannot read the rep tokens\n");
         return 1;
@@ -1773,6 +2194,12 @@ int main(int argc, char **argv)
     }
     printf("\n\n");
 
+    if (d.event != NULL)
+        printf("  '%s' is an in-person event (plan %s): people answer the\n"
+               "  invitations through their signed RSVP links; at the show the badge scanner's CSV"
+               "\n  is imported%s\n\n",
+               d.event, d.event_plan, d.nurturectl ? "" : " (not here: no --nurturectl)");
+
     int64_t t0 = real_ms(), next_poll = t0, next_funnel = t0 + (int64_t)(d.funnel_every * 1000);
     int64_t end = t0 + (int64_t)(d.seconds * 1000);
     int down = 0;
@@ -1780,6 +2207,12 @@ int main(int argc, char **argv)
         world_tick(&d);
         reps_call(&d);
         int64_t now = real_ms();
+        if (d.scan_at != 0 && !d.scan_done && now >= d.scan_at && d.nurturectl != NULL) {
+            size_t before = d.nleads;
+            badge_scan(&d);
+            for (size_t i = before; i < d.nleads; i++)
+                poll_lead(&d, i, 0);
+        }
         if (now >= next_poll) {
             next_poll = now + 300;
             int failed = 0;
@@ -1811,6 +2244,7 @@ int main(int argc, char **argv)
     funnel(&d, 1);
     summary(&d, (double)(real_ms() - t0) / 1000.0);
     http_fini(&d.http);
+    http_fini(&d.person);
     for (size_t i = 0; i < d.nreps; i++)
         http_fini(&d.reps[i].http);
     curl_global_cleanup();
