@@ -687,31 +687,51 @@ static void show_visit(demo_t *d, size_t li, visit_t *v, int64_t entered, int64_
     d->scans[d->nscans++] = li;
 }
 
-/* The path of the newest RSVP link the event channel made for lead ("/t/r/<token>", malloc'd),
- * from its file of invitations (<data-dir>/event-channel.jsonl), or NULL. */
-static char *rsvp_path(const demo_t *d, const char *lead)
+/* Call fn for each line of the event channel's file (<data-dir>/event-channel.jsonl: one JSON
+ * object per invitation or reminder, with its RSVP link) about this demo's event. */
+static void event_lines(const demo_t *d, void (*fn)(const json_t *line, void *arg), void *arg)
 {
-    char *path = NULL, *line = NULL, *found = NULL;
+    char *path = NULL, *line = NULL;
     size_t cap = 0;
     if (asprintf(&path, "%s/event-channel.jsonl", d->data_dir) < 0)
-        return NULL;
+        return;
     FILE *f = fopen(path, "r");
     free(path);
     if (f == NULL)
-        return NULL;
+        return;
     while (getline(&line, &cap, f) > 0) {
         json_t *j = json_loads(line, 0, NULL);
-        const char *id = jstr(j, "lead"), *url = jstr(j, "rsvp_url");
-        const char *t = url != NULL ? strstr(url, "/t/r/") : NULL;
-        if (id != NULL && strcmp(id, lead) == 0 && t != NULL) {
-            free(found);
-            found = xstrdup(t);
-        }
+        const char *e = jstr(j, "event");
+        if (e != NULL && strcmp(e, d->event) == 0)
+            fn(j, arg);
         json_decref(j);
     }
     free(line);
     fclose(f);
-    return found;
+}
+
+typedef struct link_want {
+    const char *lead;
+    char *path; /* "/t/r/<token>" of the newest line, malloc'd */
+} link_want_t;
+
+static void link_of(const json_t *j, void *arg)
+{
+    link_want_t *w = arg;
+    const char *id = jstr(j, "lead"), *url = jstr(j, "rsvp_url");
+    const char *t = url != NULL ? strstr(url, "/t/r/") : NULL;
+    if (id != NULL && strcmp(id, w->lead) == 0 && t != NULL) {
+        free(w->path);
+        w->path = xstrdup(t);
+    }
+}
+
+/* The path of the newest RSVP link the event channel made for lead, malloc'd, or NULL. */
+static char *rsvp_path(const demo_t *d, const char *lead)
+{
+    link_want_t w = {lead, NULL};
+    event_lines(d, link_of, &w);
+    return w.path;
 }
 
 /* The person opens the RSVP link of their invitation and answers. */
@@ -1751,26 +1771,12 @@ static void calls_summary(demo_t *d)
     list_leads(d, "meetings booked by a rep's call", pick_booked, pick_sql);
 }
 
-static long count_event_lines(const demo_t *d, const char *kind)
+static void count_kinds(const json_t *j, void *arg)
 {
-    char *path = NULL, *line = NULL;
-    size_t cap = 0;
-    long n = 0;
-    if (asprintf(&path, "%s/event-channel.jsonl", d->data_dir) < 0)
-        return 0;
-    FILE *f = fopen(path, "r");
-    free(path);
-    if (f == NULL)
-        return 0;
-    while (getline(&line, &cap, f) > 0) {
-        json_t *j = json_loads(line, 0, NULL);
-        const char *k = jstr(j, "kind"), *e = jstr(j, "event");
-        n += k != NULL && e != NULL && strcmp(k, kind) == 0 && strcmp(e, d->event) == 0;
-        json_decref(j);
-    }
-    free(line);
-    fclose(f);
-    return n;
+    long *n = arg; /* invitations, reminders */
+    const char *k = jstr(j, "kind");
+    n[0] += k != NULL && strcmp(k, "invite") == 0;
+    n[1] += k != NULL && strcmp(k, "reminder") == 0;
 }
 
 static int status_is(const lead_t *l, const char *status)
@@ -1804,8 +1810,10 @@ static void event_summary(demo_t *d)
         }
     }
     printf("  %s (plan %s)\n", d->event, d->event_plan);
+    long kinds[2] = {0, 0};
+    event_lines(d, count_kinds, kinds);
     printf("  %-34s %ld invitations, %ld reminders with signed RSVP links (event channel)\n",
-           "  sent", count_event_lines(d, "invite"), count_event_lines(d, "reminder"));
+           "  sent", kinds[0], kinds[1]);
     printf("  %-34s yes %ld, no %ld", "  answers through the RSVP links", d->rsvp_yes,
            d->rsvp_no);
     if (d->rsvp_failed)

@@ -185,4 +185,16 @@ API_UNUSED void create_lead(const char *json)
     nt_test_resp_fini(&r);
 }
 
+/* Enrol lead in plan as ops; anything but 202 fails the test. */
+API_UNUSED void enrol_lead(const char *lead, const char *plan)
+{
+    char path[300], body[160];
+    nt_test_resp_t r;
+    snprintf(path, sizeof(path), "/v1/leads/%s/enrol", lead);
+    snprintf(body, sizeof(body), "{\"plan\":\"%s\"}", plan);
+    call("POST", path, OPS, body, &r);
+    expect_status(&r, 202, NULL);
+    nt_test_resp_fini(&r);
+}
+
 #endif

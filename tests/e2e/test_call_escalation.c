@@ -50,17 +50,12 @@ static int teardown(void **state)
 
 static void enrol(const char *lead, int score, const char *plan)
 {
-    char body[256], path[128];
-    nt_test_resp_t r;
+    char body[256];
 
     snprintf(body, sizeof(body), "{\"id\":\"%s\",\"attributes\":{\"first_name\":\"Ada\"},"
                                  "\"score\":%d}", lead, score);
     create_lead(body);
-    snprintf(path, sizeof(path), "/v1/leads/%s/enrol", lead);
-    snprintf(body, sizeof(body), "{\"plan\":\"%s\"}", plan);
-    call("POST", path, OPS, body, &r);
-    expect_status(&r, 202, NULL);
-    nt_test_resp_fini(&r);
+    enrol_lead(lead, plan);
 }
 
 /* The CRM drops the lead: the plan's goal ends the run, the task's call step is over. */

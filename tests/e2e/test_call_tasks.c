@@ -82,17 +82,6 @@ static void lead(const char *id, const char *attrs_json, int score)
     nt_test_resp_fini(&r);
 }
 
-static void enrol(const char *id, const char *plan)
-{
-    char path[256], body[128];
-    nt_test_resp_t r;
-
-    snprintf(path, sizeof(path), "/v1/leads/%s/enrol", id);
-    snprintf(body, sizeof(body), "{\"plan\":\"%s\"}", plan);
-    call("POST", path, OPS, body, &r);
-    expect_status(&r, 202, NULL);
-    nt_test_resp_fini(&r);
-}
 
 /* The task of lead in plan at node call, visit 1 (the id is the message id). */
 static const char *task_id(char *buf, size_t n, const char *lead, const char *plan)
@@ -215,7 +204,7 @@ static void test_call_task_listed_for_owner_and_completion_moves_the_run(void **
     (void)state;
     call_plan("calls", "sales", "1d");
     lead("call-a", "{\"first_name\":\"Ada\",\"owner\":\"rep1\"}", 72);
-    enrol("call-a", "calls");
+    enrol_lead("call-a", "calls");
     task_id(id, sizeof(id), "call-a", "calls");
     t = wait_task(REP, "?mine=1", id);
     assert_string_equal(json_string_value(json_object_get(t, "reason")),
@@ -258,7 +247,7 @@ static void test_call_task_rep_sees_and_changes_only_their_own(void **state)
     (void)state;
     call_plan("calls2", "sales", "1d");
     lead("call-b", "{\"owner\":\"rep2\"}", 10);
-    enrol("call-b", "calls2");
+    enrol_lead("call-b", "calls2");
     task_id(id, sizeof(id), "call-b", "calls2");
     t = wait_task(REP2, "?mine=1", id);
     json_decref(t);
@@ -313,7 +302,7 @@ static void test_call_task_bad_bodies_write_nothing(void **state)
     (void)state;
     call_plan("calls3", "sales", "1d");
     lead("call-c", "{\"owner\":\"rep1\"}", 5);
-    enrol("call-c", "calls3");
+    enrol_lead("call-c", "calls3");
     task_id(id, sizeof(id), "call-c", "calls3");
     t = wait_task(REP, "?mine=1", id);
     json_decref(t);
@@ -375,11 +364,11 @@ static void test_call_task_waits_in_team_queue_when_no_rep_has_capacity(void **s
     call_plan("tiny", "tiny", "1d");
     lead("call-d1", "{}", 1);
     lead("call-d2", "{}", 1);
-    enrol("call-d1", "tiny");
+    enrol_lead("call-d1", "tiny");
     task_id(id1, sizeof(id1), "call-d1", "tiny");
     t = wait_task(REP3, "?mine=1", id1); /* rep3's cap is 1 */
     json_decref(t);
-    enrol("call-d2", "tiny");
+    enrol_lead("call-d2", "tiny");
     task_id(id2, sizeof(id2), "call-d2", "tiny");
     t = wait_task(OPS, "?team=tiny", id2);
     assert_true(json_is_null(json_object_get(t, "owner")));
@@ -419,7 +408,7 @@ static void test_call_task_out_of_office_rep_is_skipped(void **state)
 
         snprintf(lid, sizeof(lid), "call-e%d", i);
         lead(lid, "{}", 1);
-        enrol(lid, "calls4");
+        enrol_lead(lid, "calls4");
         task_id(id, sizeof(id), lid, "calls4");
         t = wait_task(REP2, "?mine=1", id);
         json_decref(t);
@@ -437,7 +426,7 @@ static void test_call_task_past_sla_goes_to_team_queue(void **state)
     (void)state;
     call_plan("slow", "sales", "1s");
     lead("call-f", "{\"owner\":\"rep2\"}", 1);
-    enrol("call-f", "slow");
+    enrol_lead("call-f", "slow");
     task_id(id, sizeof(id), "call-f", "slow");
     t = wait_task(OPS, "?team=sales", id);
     assert_true(json_is_null(json_object_get(t, "owner")));
@@ -498,8 +487,8 @@ static void test_call_task_expires_when_its_run_timed_out(void **state)
     lead("call-x1", "{\"owner\":\"rep2\"}", 40);
     lead("call-x2", "{\"owner\":\"rep2\"}", 41);
     open0 = rep_open(REP2, "rep2");
-    enrol("call-x1", "calls_to");
-    enrol("call-x2", "calls_to");
+    enrol_lead("call-x1", "calls_to");
+    enrol_lead("call-x2", "calls_to");
     task_id(id1, sizeof(id1), "call-x1", "calls_to");
     task_id(id2, sizeof(id2), "call-x2", "calls_to");
     t = wait_task(REP2, "?mine=1", id1);
@@ -581,7 +570,7 @@ static void test_call_task_nurturectl_lists_and_completes(void **state)
     (void)state;
     call_plan("calls5", "sales", "1d");
     lead("call-g", "{\"owner\":\"rep1\"}", 64);
-    enrol("call-g", "calls5");
+    enrol_lead("call-g", "calls5");
     task_id(id, sizeof(id), "call-g", "calls5");
     t = wait_task(REP, "?mine=1", id);
     json_decref(t);

@@ -234,17 +234,6 @@ static void wait_run(const char *id, const char *plan, const char *node, const c
     }
 }
 
-static void enrol(const char *id, const char *plan)
-{
-    char body[128], path[256];
-    nt_test_resp_t r;
-
-    snprintf(path, sizeof(path), "/v1/leads/%s/enrol", id);
-    snprintf(body, sizeof(body), "{\"plan\":\"%s\"}", plan);
-    call("POST", path, OPS, body, &r);
-    expect_status(&r, 202, NULL);
-    nt_test_resp_fini(&r);
-}
 
 /* Timeline entries of id whose text contains needle. */
 static int timeline_count(const char *id, const char *needle)
@@ -370,7 +359,7 @@ static void test_event_badge_csv_import_reports_bad_lines_imports_the_rest(void 
     (void)state;
     publish_text(followup_plan);
     create_lead("{\"id\":\"ev-known-1\",\"attributes\":{\"email\":\"known.one@example.com\"}}");
-    enrol("ev-known-1", "ev_follow");
+    enrol_lead("ev-known-1", "ev_follow");
     wait_run("ev-known-1", "ev_follow", "at_show", "active");
 
     fd = mkstemp(path);
@@ -536,7 +525,7 @@ static void test_event_invitation_rsvp_link_tampered_4xx_yes_posts_rsvp(void **s
     (void)state;
     publish_text(invite_plan);
     create_lead("{\"id\":\"ev-guest\",\"attributes\":{\"email\":\"guest@example.org\"}}");
-    enrol("ev-guest", "ev_invite");
+    enrol_lead("ev-guest", "ev_invite");
     wait_run("ev-guest", "ev_invite", "answer", "active");
     wait_timeline("ev-guest", "event.invited");
     /* the link, from the channel's bookkeeping line (the timeline names the event only) */

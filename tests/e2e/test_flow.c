@@ -51,17 +51,6 @@ static void lead(const char *id, const char *attrs_json)
     nt_test_resp_fini(&r);
 }
 
-static void enrol(const char *id, const char *plan)
-{
-    char path[256], body[128];
-    nt_test_resp_t r;
-
-    snprintf(path, sizeof(path), "/v1/leads/%s/enrol", id);
-    snprintf(body, sizeof(body), "{\"plan\":\"%s\"}", plan);
-    call("POST", path, OPS, body, &r);
-    expect_status(&r, 202, NULL);
-    nt_test_resp_fini(&r);
-}
 
 static void event(const char *id, const char *type, int machine)
 {
@@ -165,7 +154,7 @@ static void test_flow_event_moves_waiting_lead_and_machine_event_does_not(void *
     (void)state;
     publish_plan(click_plan, NULL);
     lead("flow-a", "{\"first_name\":\"Ada\",\"timezone\":\"Europe/Berlin\"}");
-    enrol("flow-a", "clicks");
+    enrol_lead("flow-a", "clicks");
     wait_run("flow-a", "clicks", "await", "active");
 
     /* a link scanner's click: recorded, but the lead keeps waiting */
@@ -186,7 +175,7 @@ static void test_flow_wait_event_times_out_on_plan_clock(void **state)
 {
     (void)state;
     lead("flow-b", "{\"first_name\":\"Bo\",\"timezone\":\"Asia/Tokyo\"}");
-    enrol("flow-b", "clicks");
+    enrol_lead("flow-b", "clicks");
     /* three plan days are three real seconds at this scale */
     wait_run("flow-b", "clicks", "quiet", "done");
     assert_string_equal(exit_reason("flow-b", "clicks"), "no_click");
@@ -198,7 +187,7 @@ static void test_flow_goal_ends_run_when_lead_becomes_sql(void **state)
 
     (void)state;
     lead("flow-c", "{\"first_name\":\"Cy\"}");
-    enrol("flow-c", "clicks");
+    enrol_lead("flow-c", "clicks");
     wait_run("flow-c", "clicks", "await", "active");
     call("PATCH", "/v1/leads/flow-c", OPS, "{\"stage\":\"sql\"}", &r);
     expect_status(&r, 200, NULL);
@@ -224,11 +213,11 @@ static void test_flow_running_lead_stays_on_its_plan_version(void **state)
     (void)state;
     assert_int_equal(publish_plan(v1, NULL), 1);
     lead("flow-d", "{\"first_name\":\"Di\"}");
-    enrol("flow-d", "versions");
+    enrol_lead("flow-d", "versions");
     wait_run("flow-d", "versions", "w", "active");
     assert_int_equal(publish_plan(v2, "?activate=1"), 2);
     lead("flow-e", "{\"first_name\":\"Ed\"}");
-    enrol("flow-e", "versions");
+    enrol_lead("flow-e", "versions");
     wait_run("flow-d", "versions", NULL, "done");
     wait_run("flow-e", "versions", NULL, "done");
     assert_string_equal(exit_reason("flow-d", "versions"), "old_path");
@@ -254,7 +243,7 @@ static void test_flow_send_follows_channel_outcome_edge(void **state)
     (void)state;
     publish_plan(plan, NULL);
     lead("flow-f", "{\"first_name\":\"Fi\"}");
-    enrol("flow-f", "outcomes");
+    enrol_lead("flow-f", "outcomes");
     wait_run("flow-f", "outcomes", "end", "done");
     assert_string_equal(exit_reason("flow-f", "outcomes"), "meeting");
     lead_key(key, "flow-f");

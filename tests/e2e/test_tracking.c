@@ -174,31 +174,15 @@ static void publish_text(const char *textpb)
 
 static void lead_in(const char *id, const char *plan)
 {
-    char body[512], path[256];
-    nt_test_resp_t r;
+    char body[512];
 
     snprintf(body, sizeof(body),
              "{\"id\":\"%s\",\"attributes\":{\"first_name\":\"Ada\",\"email\":\"%s@example.com\"}}",
              id, id);
     create_lead(body);
-    snprintf(path, sizeof(path), "/v1/leads/%s/enrol", id);
-    snprintf(body, sizeof(body), "{\"plan\":\"%s\"}", plan);
-    call("POST", path, OPS, body, &r);
-    expect_status(&r, 202, NULL);
-    nt_test_resp_fini(&r);
+    enrol_lead(id, plan);
 }
 
-static void enrol(const char *id, const char *plan)
-{
-    char body[128], path[256];
-    nt_test_resp_t r;
-
-    snprintf(path, sizeof(path), "/v1/leads/%s/enrol", id);
-    snprintf(body, sizeof(body), "{\"plan\":\"%s\"}", plan);
-    call("POST", path, OPS, body, &r);
-    expect_status(&r, 202, NULL);
-    nt_test_resp_fini(&r);
-}
 
 static json_t *lead_json(const char *id)
 {
@@ -681,7 +665,7 @@ static void test_tracking_one_click_post_unsubscribes_at_once_in_every_plan(void
     char *unsub = redis_hget(lead_key(key, "tr-d"), "_unsub");
     assert_non_null(unsub);
     free(unsub);
-    enrol("tr-d", "once");
+    enrol_lead("tr-d", "once");
     wait_run("tr-d", "once", "supp", "done");
     assert_int_equal(count_messages("tr-d"), 1);
 }
@@ -804,10 +788,10 @@ static void test_tracking_webhook_signed_applies_refuses_bad_old_and_replayed(vo
     free(after);
 
     /* a hard bounce suppresses the address in every plan */
-    enrol("tr-f", "once");
+    enrol_lead("tr-f", "once");
     wait_run("tr-f", "once", "supp", "done");
     assert_int_equal(count_messages("tr-f"), 1);
-    enrol("tr-e", "once");
+    enrol_lead("tr-e", "once");
     wait_run("tr-e", "once", "sent", "done");
 }
 
