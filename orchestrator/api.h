@@ -171,7 +171,7 @@ void nt_api_lead_in_fini(nt_api_lead_in_t *in);
 
 /* Append the keys and arguments of lead_put.lua for in to a (mode "upsert" or "update");
  * returns the number of keys. */
-int nt_api_lead_put_args(const nt_api_req_t *r, const char *id, const nt_api_lead_in_t *in,
+int nt_api_lead_put_args(const nt_http_deps_t *d, const char *id, const nt_api_lead_in_t *in,
                          const char *mode, nt_api_argv_t *a);
 
 /* Fill lead (initialised by the caller) from a flat HGETALL array. Returns 0 or -1. */
@@ -256,7 +256,8 @@ void nt_api_rsvp(nt_api_req_t *r);
 /* The email index (api_webinar.c): nt:{q}:idx:email, q = partition of the normalised address,
  * field address -> lead id. Record the lead's `email` and comma-separated `emails` found in
  * attrs; fire and forget (a failure leaves the index stale, and is logged). */
-void nt_api_email_index(nt_api_req_t *r, const char *lead_id, const nt_kv_t *attrs, size_t n);
+void nt_api_email_index(const nt_http_deps_t *d, const char *lead_id, const nt_kv_t *attrs,
+                        size_t n);
 /* Normalise an email address (trim, lowercase) into out (cap bytes). Returns 0, or -1 when
  * empty, too long or without '@'. */
 int nt_api_email_norm(const char *in, size_t len, char *out, size_t cap);

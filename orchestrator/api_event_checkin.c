@@ -546,7 +546,7 @@ static void on_lookup(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, v
 
         for (size_t k = 0; b && k < c->nnew; k++) {
             nt_api_argv_t a = {0};
-            int nkeys = nt_api_lead_put_args(r, leads[k].id, &leads[k], "upsert", &a);
+            int nkeys = nt_api_lead_put_args(&r->d, leads[k].id, &leads[k], "upsert", &a);
 
             if (!nt_api_argv_failed(&a))
                 nt_api_batch_script(b, k, "lead_put", nkeys, a.n, (const char **)a.v, a.len);

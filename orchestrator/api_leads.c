@@ -161,11 +161,11 @@ static void lead_fields_args(const nt_api_lead_in_t *in, nt_api_argv_t *a)
     }
 }
 
-int nt_api_lead_put_args(const nt_api_req_t *r, const char *id, const nt_api_lead_in_t *in,
+int nt_api_lead_put_args(const nt_http_deps_t *d, const char *id, const nt_api_lead_in_t *in,
                          const char *mode, nt_api_argv_t *a)
 {
     char key[NT_KEY_MAX];
-    unsigned p = nt_partition(id, r->d.cfg->partitions);
+    unsigned p = nt_partition(id, d->cfg->partitions);
     nt_api_argv_add(a, nt_key_lead(key, p, id));
     nt_api_argv_add(a, nt_key_part(key, p, "events"));
     nt_api_argv_add(a, mode);
@@ -313,6 +313,29 @@ static void put_ctx_free(void *p)
     free(c);
 }
 
+/* What follows a lead_put.lua reply x for lead id written from in, for the API and the plugin
+ * host alike: wake the worker when the script posted lead.updated, have the worker decide the
+ * outcomes of the lead's messages in flight on the lead as written (not on its snapshot from
+ * before), keep the email index. Returns NT_OK (x is {"created"|"updated", fields, posted}),
+ * NT_ENOTFOUND ({"missing"}: an update of an unknown lead), or NT_ERR (an unexpected reply,
+ * logged). */
+static nt_rc_t put_applied(const nt_http_deps_t *d, const char *id, const nt_api_lead_in_t *in,
+                           const redisReply *x)
+{
+    if (x && x->type == REDIS_REPLY_ARRAY && x->elements >= 1 &&
+        x->element[0]->type == REDIS_REPLY_STRING && strcmp(x->element[0]->str, "missing") == 0)
+        return NT_ENOTFOUND;
+    if (!nt_api_script_reply_ok(x, 3, "lead_put"))
+        return NT_ERR;
+    if (d->worker) {
+        if (x->element[2]->type == REDIS_REPLY_INTEGER && x->element[2]->integer == 1)
+            nt_worker_wake(d->worker, nt_partition(id, d->cfg->partitions));
+        nt_worker_lead_changed(d->worker, id);
+    }
+    nt_api_email_index(d, id, in->attrs, in->nattrs);
+    return NT_OK;
+}
+
 static void on_put(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void *arg)
 {
     put_ctx_t *c = r->ctx;
@@ -321,25 +344,22 @@ static void on_put(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, void
         return;
     }
     redisReply *x = rep[0];
-    if (x && x->type == REDIS_REPLY_ARRAY && x->elements >= 1 &&
-        x->element[0]->type == REDIS_REPLY_STRING && strcmp(x->element[0]->str, "missing") == 0) {
+    rc = put_applied(&r->d, c->id, &c->in, x);
+    if (rc == NT_ENOTFOUND) {
         nt_api_error(r, 404, "not_found", "no lead %s", c->id);
         return;
     }
-    if (!nt_api_script_reply_ok(x, 3, "lead_put")) {
+    if (rc != NT_OK) {
         nt_api_error(r, 500, "internal", "the lead update failed");
         return;
     }
     const char *st = x->element[0]->str;
-    if (x->element[2]->type == REDIS_REPLY_INTEGER && x->element[2]->integer == 1 && r->d.worker)
-        nt_worker_wake(r->d.worker, nt_partition(c->id, r->d.cfg->partitions));
     nt_lead_t lead;
     if (nt_lead_init(&lead, c->id) != 0 || nt_api_lead_from_reply(&lead, x->element[1]) != 0) {
         nt_lead_fini(&lead);
         nt_api_error(r, 500, "internal", "out of memory");
         return;
     }
-    nt_api_email_index(r, c->id, c->in.attrs, c->in.nattrs);
     nt_api_reply_json(r, strcmp(st, "created") == 0 ? 201 : 200, nt_api_lead_json(&lead));
     nt_lead_fini(&lead);
 }
@@ -373,7 +393,7 @@ static void lead_put(nt_api_req_t *r, int create)
     if (nt_api_need_redis(r))
         return;
     nt_api_argv_t a = {0};
-    int nkeys = nt_api_lead_put_args(r, c->id, &c->in, create ? "upsert" : "update", &a);
+    int nkeys = nt_api_lead_put_args(&r->d, c->id, &c->in, create ? "upsert" : "update", &a);
     nt_api_script(r, "lead_put", nkeys, &a, on_put, NULL);
 }
 
@@ -385,6 +405,105 @@ void nt_api_leads_post(nt_api_req_t *r)
 void nt_api_leads_patch(nt_api_req_t *r)
 {
     lead_put(r, 0);
+}
+
+/* --- The same update without a request: the plugin host's update_lead ------------------------ */
+
+typedef struct upd {
+    nt_http_deps_t d; /* copied: the update may outlive the HTTP server */
+    char *id;
+    nt_api_lead_in_t in;
+    nt_api_lead_done_fn *done;
+    void *arg;
+} upd_t;
+
+static void upd_free(upd_t *u)
+{
+    free(u->id);
+    nt_api_lead_in_fini(&u->in);
+    free(u);
+}
+
+static void on_updated(nt_rc_t rc, redisReply *reply, void *arg)
+{
+    upd_t *u = arg;
+
+    /* Canceled: the daemon is going down and the worker may be gone; touch nothing. */
+    if (rc == NT_OK) {
+        rc = put_applied(&u->d, u->id, &u->in, reply);
+        if (rc == NT_ERR)
+            rc = NT_EUNAVAIL; /* an error reply (logged): worth a retry, bounded by the caller */
+    }
+    u->done(u->arg, rc);
+    upd_free(u);
+}
+
+nt_rc_t nt_api_lead_update(const nt_http_deps_t *d, const char *lead_id, const nt_kv_t *attrs,
+                           size_t nattrs, nt_api_lead_done_fn *done, void *arg, char *err,
+                           size_t errlen)
+{
+    json_t *body = json_object(), *obj = json_object();
+    nt_api_argv_t a = {0};
+    upd_t *u = NULL;
+    nt_rc_t rc = NT_ENOMEM;
+
+    snprintf(err, errlen, "out of memory");
+    if (!lead_id || !nt_lead_id_valid(lead_id) || !done || (nattrs && !attrs)) {
+        snprintf(err, errlen, "%s",
+                 !done || (nattrs && !attrs) ? "no attributes or no callback"
+                                             : "not a valid lead id");
+        rc = NT_EINVAL;
+        goto out;
+    }
+    if (!body || !obj || json_object_set(body, "attributes", obj) != 0)
+        goto out;
+    /* As a PATCH body, so that exactly the API's checks apply (names, UTF-8, sizes, count). */
+    for (size_t i = 0; i < nattrs; i++) {
+        json_t *v = attrs[i].value ? json_string(attrs[i].value) : NULL;
+
+        if (!attrs[i].key || !v) {
+            snprintf(err, errlen, "attribute '%.64s' has no value or one that is not UTF-8",
+                     attrs[i].key ? attrs[i].key : "");
+            rc = NT_EINVAL;
+            goto out;
+        }
+        if (json_object_set_new(obj, attrs[i].key, v) != 0)
+            goto out;
+    }
+    u = calloc(1, sizeof(*u));
+    if (!u || !(u->id = strdup(lead_id)))
+        goto out;
+    if (nt_api_lead_parse(body, NT_API_ID_FORBIDDEN, "", &u->in, err, errlen) != 0) {
+        rc = strcmp(err, "out of memory") == 0 ? NT_ENOMEM : NT_EINVAL;
+        goto out;
+    }
+    if (!nt_redis_up(d->redis)) {
+        snprintf(err, errlen, "Redis is unavailable");
+        rc = NT_EUNAVAIL;
+        goto out;
+    }
+    u->d = *d;
+    u->done = done;
+    u->arg = arg;
+    int nkeys = nt_api_lead_put_args(d, u->id, &u->in, "update", &a);
+    if (nt_api_argv_failed(&a))
+        goto out;
+    rc =
+        nt_redis_script(d->redis, "lead_put", on_updated, u, nkeys, a.n, (const char **)a.v, a.len);
+    if (rc == NT_OK) {
+        u = NULL; /* on_updated's */
+        rc = NT_AGAIN;
+    } else {
+        snprintf(err, errlen, "Redis is unavailable");
+        rc = rc == NT_ENOMEM ? NT_ENOMEM : NT_EUNAVAIL;
+    }
+out:
+    nt_api_argv_fini(&a);
+    json_decref(obj);
+    json_decref(body);
+    if (u)
+        upd_free(u);
+    return rc;
 }
 
 /* --- GET /v1/leads/{id} ----------------------------------------------------------------------- */
@@ -780,7 +899,7 @@ static void bulk_reply(nt_api_req_t *r, bulk_ctx_t *c)
 {
     for (size_t i = 0; i < c->n; i++)
         if (c->status[i] != BULK_FAILED && c->status[i] != BULK_PENDING)
-            nt_api_email_index(r, c->leads[i].id, c->leads[i].attrs, c->leads[i].nattrs);
+            nt_api_email_index(&r->d, c->leads[i].id, c->leads[i].attrs, c->leads[i].nattrs);
     if (c->done) {
         unsigned parts = r->d.cfg->partitions;
         size_t enrolled = 0;

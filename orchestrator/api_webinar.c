@@ -113,7 +113,7 @@ static void index_cb(nt_rc_t rc, redisReply *reply, void *arg)
 }
 
 /* HSET nt:{q}:idx:email <email> <lead> for one raw address. */
-static void index_one(nt_api_req_t *r, const char *lead_id, const char *raw, size_t len)
+static void index_one(const nt_http_deps_t *d, const char *lead_id, const char *raw, size_t len)
 {
     char email[EMAIL_MAX + 1], key[NT_KEY_MAX];
     const char *argv[4];
@@ -121,26 +121,27 @@ static void index_one(nt_api_req_t *r, const char *lead_id, const char *raw, siz
     if (nt_api_email_norm(raw, len, email, sizeof(email)) != 0)
         return;
     argv[0] = "HSET";
-    argv[1] = nt_key_part(key, nt_partition(email, r->d.cfg->partitions), "idx:email");
+    argv[1] = nt_key_part(key, nt_partition(email, d->cfg->partitions), "idx:email");
     argv[2] = email;
     argv[3] = lead_id;
-    if (nt_redis_argv(r->d.redis, index_cb, NULL, 4, argv, NULL) != NT_OK)
+    if (nt_redis_argv(d->redis, index_cb, NULL, 4, argv, NULL) != NT_OK)
         nt_log_warn("http", "the email index was not updated for lead %s", lead_id);
 }
 
-void nt_api_email_index(nt_api_req_t *r, const char *lead_id, const nt_kv_t *attrs, size_t n)
+void nt_api_email_index(const nt_http_deps_t *d, const char *lead_id, const nt_kv_t *attrs,
+                        size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         const char *v = attrs[i].value;
 
         if (strcmp(attrs[i].key, "email") == 0) {
-            index_one(r, lead_id, v, strlen(v));
+            index_one(d, lead_id, v, strlen(v));
         } else if (strcmp(attrs[i].key, "emails") == 0) {
             while (*v) {
                 const char *comma = strchr(v, ',');
                 size_t len = comma ? (size_t)(comma - v) : strlen(v);
 
-                index_one(r, lead_id, v, len);
+                index_one(d, lead_id, v, len);
                 v += len + (comma ? 1 : 0);
             }
         }
@@ -633,7 +634,7 @@ static void on_lookup(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, v
 
         for (size_t k = 0; b && k < c->nnew; k++) {
             nt_api_argv_t a = {0};
-            int nkeys = nt_api_lead_put_args(r, leads[k].id, &leads[k], "upsert", &a);
+            int nkeys = nt_api_lead_put_args(&r->d, leads[k].id, &leads[k], "upsert", &a);
 
             if (!nt_api_argv_failed(&a))
                 nt_api_batch_script(b, k, "lead_put", nkeys, a.n, (const char **)a.v, a.len);

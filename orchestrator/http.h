@@ -29,4 +29,19 @@ nt_http_t *nt_http_new(const nt_http_deps_t *deps, char **errmsg);
 /* Stop accepting; requests in flight get their replies (or 503). */
 void nt_http_free(nt_http_t *h);
 
+/* Completion of nt_api_lead_update. */
+typedef void nt_api_lead_done_fn(void *arg, nt_rc_t rc);
+
+/* Set attributes on an existing lead as PATCH /v1/leads/{id} does (api_leads.c: the same
+ * checks, lead_put.lua in mode "update", the same follow-up: worker woken, its messages of the
+ * lead in flight decided on the lead as written, email index kept), without a request: the
+ * plugin host's update_lead (include/nurture/channel.h). attrs are borrowed for the call.
+ * Returns NT_AGAIN, and done fires exactly once on the loop with NT_OK, NT_ENOTFOUND (no such
+ * lead), NT_EUNAVAIL/NT_ETIMEOUT (retry) or NT_ECANCELED (Redis closed at shutdown; the worker
+ * is not touched then). Otherwise done never fires: NT_EINVAL (a bad lead id, name or value,
+ * said in err), NT_EUNAVAIL (Redis down) or NT_ENOMEM. */
+nt_rc_t nt_api_lead_update(const nt_http_deps_t *d, const char *lead_id, const nt_kv_t *attrs,
+                           size_t nattrs, nt_api_lead_done_fn *done, void *arg, char *err,
+                           size_t errlen);
+
 #endif

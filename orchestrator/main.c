@@ -38,6 +38,7 @@ static struct {
     nt_worker_t *worker;
     nt_tasks_t *tasks;
     nt_http_t *http;
+    nt_http_deps_t hd; /* what the HTTP API and host.update_lead write leads with */
     int stopping;
 } d;
 
@@ -112,6 +113,47 @@ static nt_rc_t host_create_task(const nt_message_t *msg, const nt_kv_t *fields, 
                    : NT_EUNAVAIL;
 }
 
+/* A lead write a plugin asked for through host.update_lead. Once the plugins are shut down
+ * (their code may be unmapped; they completed what waited on the write) a late completion is
+ * dropped. */
+typedef struct host_upd {
+    void (*done)(void *arg, nt_rc_t rc);
+    void *arg;
+} host_upd_t;
+
+static void host_lead_done(void *arg, nt_rc_t rc)
+{
+    host_upd_t *u = arg;
+
+    if (!host_plugins_down)
+        u->done(u->arg, rc);
+    free(u);
+}
+
+static nt_rc_t host_update_lead(const char *lead_id, const nt_kv_t *attrs, size_t nattrs,
+                                void (*done)(void *arg, nt_rc_t rc), void *arg)
+{
+    host_upd_t *u;
+    char err[256];
+    nt_rc_t rc;
+
+    /* d.hd, not d.http: writes go on while the worker finishes after a SIGTERM. */
+    if (!d.hd.redis || !done || host_plugins_down)
+        return NT_EUNAVAIL;
+    u = malloc(sizeof(*u));
+    if (!u)
+        return NT_ENOMEM;
+    u->done = done;
+    u->arg = arg;
+    rc = nt_api_lead_update(&d.hd, lead_id, attrs, nattrs, host_lead_done, u, err, sizeof(err));
+    if (rc != NT_AGAIN) {
+        free(u);
+        if (rc == NT_EINVAL) /* err names the field; the lead id may be what is wrong */
+            nt_log_warn("main", "a plugin's lead update was refused: %s", err);
+    }
+    return rc;
+}
+
 static nt_channel_host_t host = {
     .abi_version = NT_CHANNEL_ABI_VERSION,
     .size = sizeof(nt_channel_host_t),
@@ -121,6 +163,7 @@ static nt_channel_host_t host = {
     .post_event = host_post_event,
     .curl_add = host_curl_add,
     .create_task = host_create_task,
+    .update_lead = host_update_lead,
 };
 
 /* ---- tokens ------------------------------------------------------------------------------- */
@@ -415,11 +458,8 @@ int main(int argc, char **argv)
         nt_log_error("main", "worker: %s", errmsg ? errmsg : "out of memory");
         goto out;
     }
-    {
-        nt_http_deps_t hd = {d.base, &d.cfg, d.redis, d.plans, d.mods, d.worker, d.tasks};
-
-        d.http = nt_http_new(&hd, &errmsg);
-    }
+    d.hd = (nt_http_deps_t){d.base, &d.cfg, d.redis, d.plans, d.mods, d.worker, d.tasks};
+    d.http = nt_http_new(&d.hd, &errmsg);
     if (!d.http) {
         nt_log_error("main", "http: %s", errmsg ? errmsg : "cannot listen");
         goto out;

@@ -1924,6 +1924,21 @@ json_t *nt_worker_health(const nt_worker_t *w)
                      (int)inflight, "stopping", w->stopping, "channels", channels);
 }
 
+void nt_worker_lead_changed(nt_worker_t *w, const char *lead_id)
+{
+    part_t *pt;
+
+    if (!w || !lead_id || w->nparts == 0)
+        return;
+    pt = &w->parts[nt_partition(lead_id, w->nparts)];
+    for (int k = 0; k < 2; k++)
+        for (dmsg_t *m = k == 0 ? pt->msgs : pt->done; m; m = m->next)
+            if (m->has_snap && strcmp(m->msg.lead_id, lead_id) == 0) {
+                nt_lead_fini(&m->snap_lead);
+                m->has_snap = 0;
+            }
+}
+
 static void on_posted(nt_rc_t rc, redisReply *reply, void *arg)
 {
     (void)arg;

@@ -34,6 +34,13 @@ void nt_worker_free(nt_worker_t *w);
  * next poll. Cheap; ignored for partitions this worker does not own. */
 void nt_worker_wake(nt_worker_t *w, unsigned p);
 
+/* The lead's hash was written outside a batch (the lead API, a plugin through the host's
+ * update_lead): this worker's messages of that lead still in a channel or waiting for their
+ * outcome to be applied drop the lead snapshot they were committed with, so that the outcome
+ * is decided on the lead read from Redis and the run's next messages carry the new attributes.
+ * Outcomes already in a fetch keep theirs. Cheap: a walk over the partition's messages. */
+void nt_worker_lead_changed(nt_worker_t *w, const char *lead_id);
+
 /* {"worker": id, "partitions_owned": n, "partitions": P, "in_flight": n, ...}; new ref. */
 json_t *nt_worker_health(const nt_worker_t *w);
 

@@ -126,6 +126,27 @@ typedef struct nt_channel_host {
      */
     nt_rc_t (*create_task)(const nt_message_t *msg, const nt_kv_t *fields, size_t nfields,
                            nt_channel_done_fn *done, void *done_arg);
+    /**
+     * Set attributes on an existing lead (plugins have no Redis handle), validated and written
+     * exactly as `PATCH /v1/leads/{id}` writes them (docs/api.md): names 1 to 64 of a-z 0-9 _
+     * not starting with '_', values valid UTF-8 of at most 65,536 bytes, at most 1,000 pairs.
+     * One atomic script writes them and posts `lead.updated` for the lead's active runs. A
+     * message of that lead still in a channel (the one being dispatched) has its outcome
+     * decided on the lead as written: a plugin that calls its dispatch's done only after this
+     * write completed lets the run's next step see the attributes (an email template's
+     * {{attribute}}). Appended after create_task: read it only when `size >=
+     * offsetof(nt_channel_host_t, update_lead) + sizeof(void *)` and it is not NULL.
+     *
+     * `lead_id` and `attrs` are borrowed for the call only. Returns NT_AGAIN, after which
+     * `done(arg, rc)` fires exactly once on the loop: NT_OK once written, NT_ENOTFOUND when
+     * the lead does not exist (nothing is created), a transient error (NT_EUNAVAIL,
+     * NT_ETIMEOUT) to be retried, or NT_ECANCELED at shutdown. Any other return: done never
+     * fires (NT_EINVAL: a name, value or lead id the API would refuse, nothing written;
+     * NT_EUNAVAIL: Redis is down). Once the plugin's shutdown hook has run the host never calls
+     * done: the plugin completes, in shutdown, what still waits for a write.
+     */
+    nt_rc_t (*update_lead)(const char *lead_id, const nt_kv_t *attrs, size_t nattrs,
+                           void (*done)(void *arg, nt_rc_t rc), void *arg);
 } nt_channel_host_t;
 
 /** Describes one channel parameter, for validation before a plan is published. */
