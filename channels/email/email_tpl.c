@@ -12,6 +12,7 @@
 #include <cmark.h>
 
 #include "email_buf.h"
+#include "nurture/track.h"
 
 const char *const nt_email_builtin_attrs[] = {
     "email",   "first_name", "last_name", "company",  "title",    "role",   "phone",
@@ -455,8 +456,20 @@ static char *substitute(const char *tname, const char *s, const nt_kv_t *lead, s
     return out;
 }
 
+/* Non-zero when b ends in the opening of a link target as cmark writes it. */
+static int at_href_start(const nt_email_buf_t *b)
+{
+    static const char open[] = "<a href=\"";
+    const size_t n = sizeof(open) - 1;
+    return b->len >= n && memcmp(b->p + b->len - n, open, n) == 0;
+}
+
 /* Replace the marks in cmark's HTML: escaped in text, percent-encoded inside a tag. cmark
- * escapes '<' in text, so every '<' in its output opens a tag. */
+ * escapes '<' in text, so every '<' in its output opens a tag. One exception makes a stored
+ * link usable ([Join]({{webinar_join_link|...}})): a value that starts a link target and is
+ * a whole http(s) URL of printable ASCII without quotes or angle brackets (nt_track_url_ok)
+ * goes in as the URL, HTML-escaped. It brings no scheme but http(s) and cannot leave the
+ * attribute; any other value there (javascript:..., text) is percent-encoded like the rest. */
 static char *unmark(const char *html, char **marks, size_t nmarks)
 {
     nt_email_buf_t b = {0};
@@ -473,7 +486,14 @@ static char *unmark(const char *html, char **marks, size_t nmarks)
             size_t i = (size_t)(p[plen] - '0') * 1000 + (size_t)(p[plen + 1] - '0') * 100 +
                        (size_t)(p[plen + 2] - '0') * 10 + (size_t)(p[plen + 3] - '0');
             if (i < nmarks) {
-                if (in_tag) {
+                if (in_tag && at_href_start(&b) && nt_track_url_ok(marks[i])) {
+                    char *e = nt_email_html_escape(marks[i]);
+                    if (e == NULL)
+                        b.oom = 1;
+                    else
+                        nt_email_buf_str(&b, e);
+                    free(e);
+                } else if (in_tag) {
                     add_pct(&b, marks[i]);
                 } else {
                     char *e = nt_email_html_escape(marks[i]);

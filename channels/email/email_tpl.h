@@ -6,8 +6,10 @@
  * The body becomes HTML through libcmark in its safe mode (raw HTML and javascript: links from
  * templates are dropped), and plain text as the Markdown source itself. Values are substituted
  * after Markdown rendering, so a lead's value can never add markup or links: in HTML text it is
- * HTML-escaped, inside a tag (a link target) it is percent-encoded. Values are single lines
- * (control characters become spaces) of at most NT_EMAIL_VALUE_MAX bytes. */
+ * HTML-escaped, inside a tag (a link target) it is percent-encoded, except that a placeholder
+ * starting a link target whose value is a whole http(s) URL of printable ASCII
+ * (nt_track_url_ok) becomes that URL: `[Join]({{webinar_join_link|https://...}})`. Values are
+ * single lines (control characters become spaces) of at most NT_EMAIL_VALUE_MAX bytes. */
 #ifndef NT_EMAIL_TPL_H
 #define NT_EMAIL_TPL_H
 

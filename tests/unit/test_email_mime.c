@@ -558,6 +558,54 @@ static void test_email_template_values_are_escaped_in_html_and_never_markup(void
     nt_email_tpl_free(t);
 }
 
+static void test_email_template_a_stored_link_starts_a_link_target_only_as_a_plain_url(void **state)
+{
+    nt_email_tpl_t *t = parse("Subject: Your seat {{webinar_join_link|}}\n\n"
+                              "[Join]({{webinar_join_link|https://webinars.example/w}})\n\n"
+                              "[Page](https://acme.example/p?u={{webinar_join_link}})\n");
+    nt_email_rendered_t r;
+    char *err = NULL;
+
+    /* A plain http(s) URL starting the target is the link, HTML-escaped; later in a target it
+     * is still percent-encoded. */
+    const nt_kv_t good[] = {{"webinar_join_link", "https://platform.example/j/w/1?tk=a%2Fb&x='1'"}};
+    assert_int_equal(nt_email_tpl_render(t, good, 1, &r, &err), NT_OK);
+    assert_non_null(strstr(r.html,
+                           "<a href=\"https://platform.example/j/w/1?tk=a%2Fb&amp;x=&#39;1&#39;"
+                           "\">Join</a>"));
+    assert_non_null(strstr(r.html, "href=\"https://acme.example/p?u=https%3A%2F%2Fplatform"));
+    assert_non_null(strstr(r.text, "[Join](https://platform.example/j/w/1?tk=a%2Fb&x='1')"));
+    nt_email_rendered_fini(&r);
+
+    /* None, or an empty one: the template's default. */
+    const nt_kv_t empty[] = {{"webinar_join_link", ""}};
+    assert_int_equal(nt_email_tpl_render(t, empty, 1, &r, &err), NT_OK);
+    assert_non_null(strstr(r.html, "<a href=\"https://webinars.example/w\">Join</a>"));
+    nt_email_rendered_fini(&r);
+
+    /* Anything else is percent-encoded: no scheme of its own, no way out of the attribute, no
+     * line break in the subject. */
+    const char *hostile[] = {
+        "javascript:alert(document.cookie)",  "https://x.example/\" onmouseover=\"alert(1)",
+        "https://x.example/<script>",         "https://x.example/a\r\nBcc: victim@evil.example",
+        "data:text/html;base64,PHNjcmlwdD4=", " https://x.example/",
+    };
+    for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+        const nt_kv_t lead[] = {{"webinar_join_link", hostile[i]}};
+        assert_int_equal(nt_email_tpl_render(t, lead, 1, &r, &err), NT_OK);
+        assert_null(strstr(r.html, "javascript:"));
+        assert_null(strstr(r.html, "data:"));
+        assert_null(strstr(r.html, "onmouseover=\""));
+        assert_null(strstr(r.html, "<script"));
+        assert_null(strstr(r.html, "href=\"http://"));
+        assert_null(strstr(r.html, "href=\"https://x.example"));
+        assert_null(strpbrk(r.subject, "\r\n"));
+        assert_non_null(strstr(r.html, "<a href=\"")); /* the link is there, made harmless */
+        nt_email_rendered_fini(&r);
+    }
+    nt_email_tpl_free(t);
+}
+
 static void test_email_template_hostile_values_are_single_lines_and_capped(void **state)
 {
     nt_email_tpl_t *t = parse("Subject: Hi {{first_name}}\n\n{{first_name}}\n");
@@ -650,6 +698,8 @@ int main(void)
         cmocka_unit_test(test_email_100kb_values_stay_within_line_limits),
         cmocka_unit_test(test_email_template_substitutes_attributes_with_defaults),
         cmocka_unit_test(test_email_template_values_are_escaped_in_html_and_never_markup),
+        cmocka_unit_test(
+            test_email_template_a_stored_link_starts_a_link_target_only_as_a_plain_url),
         cmocka_unit_test(test_email_template_hostile_values_are_single_lines_and_capped),
         cmocka_unit_test(test_email_template_layout_errors_name_the_line),
         cmocka_unit_test(test_email_template_check_refuses_unknown_attributes_without_default),
