@@ -1,11 +1,19 @@
-/* The `webinar` channel: a send registers the lead with the webinar platform and reports
- * "registered" with the lead's personal join link, which it also posts as a
- * `webinar.join_link` event {webinar, url} for the lead (timeline, later steps).
+/* The `webinar` channel: a send registers the lead with the webinar platform, stores the
+ * lead's personal join link on the lead (attributes webinar_join_link and webinar_id, through
+ * the host's update_lead) and only then reports "registered", so that the run's next step (an
+ * email whose template writes {{webinar_join_link|...}}) renders it. It also posts a
+ * `webinar.join_link` event {webinar, url} for the lead's timeline. A join link that is not a
+ * plain http(s) URL of printable ASCII of at most JOIN_URL_MAX bytes is never stored: the lead
+ * is registered all the same and webinar_join_link is written empty (templates fall back to
+ * their default). A failed write is transient (NT_EUNAVAIL): the host retries the whole send,
+ * and the platform sees the same Idempotency-Key again. With a host older than update_lead the
+ * link is only posted as the event.
  *
  * Params: webinar (the platform's webinar id, required), register (yes, the default, or no:
- * nothing is registered and the outcome is "sent"), invite (email, the default: a later email
- * step sends the invitation; platform: the platform sends it; recorded in the outcome's detail
- * and available to the body template as {{invite}}).
+ * nothing is registered or written and the outcome is "sent"), invite (email, the default: a
+ * later email step of the plan sends the invitation with its template; platform: the platform
+ * sends its own invitation; recorded in the outcome's detail and given to the body template as
+ * {{invite}}).
  *
  * Config (channel.webinar.<key>):
  *   url           the registration endpoint, http(s)://...; {{webinar}} is replaced by the id.
@@ -38,13 +46,18 @@
 #include <jansson.h>
 
 #include "nurture/channel.h"
+#include "nurture/track.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
 #define WEBINAR_ID_MAX 64
 #define ANSWER_MAX (64 * 1024) /* of the platform's answer: enough for any join link */
 #define DETAIL_ANSWER_MAX 300  /* what a failure's detail quotes of it */
-#define JOIN_URL_MAX 2048
+/* The email channel substitutes at most 1024 bytes of a value (NT_EMAIL_VALUE_MAX): a longer
+ * link would arrive cut. */
+#define JOIN_URL_MAX 1024
+#define ATTR_LINK "webinar_join_link"
+#define ATTR_ID "webinar_id"
 #define LOCAL_BASE "https://webinars.example/"
 
 #define WEBINAR_DEFAULT_BODY                                                                       \
@@ -79,7 +92,8 @@ typedef struct seg {
 
 typedef struct wb wb_t;
 
-/* One registration on its way. */
+/* One registration on its way: queued, then on the multi (url set), then writing the link to
+ * the lead. In one of the lists of wb_t at a time. */
 typedef struct job job_t;
 struct job {
     wb_t *w;
@@ -89,7 +103,7 @@ struct job {
     char *webinar;
     char *msgid;
     const char *invite; /* "email" or "platform" (static) */
-    char *url;          /* the endpoint for this webinar */
+    char *url;          /* the endpoint for this webinar; NULL: local registration */
     char *body;
     size_t len;
     struct curl_slist *hdr; /* kept for the whole transfer */
@@ -97,6 +111,8 @@ struct job {
     size_t answer_len;
     CURL *easy; /* NULL while queued */
     char errbuf[CURL_ERROR_SIZE];
+    char *link;   /* registered: the usable join link, or NULL */
+    char *detail; /* registered: the outcome's detail */
     job_t *prev, *next;
 };
 
@@ -112,6 +128,7 @@ struct wb {
     int ninflight;
     job_t *inflight; /* transfers on the multi */
     job_t *qhead, *qtail;
+    job_t *writing; /* registered, the link being written to the lead (host update_lead) */
     unsigned long long registered, failed;
 };
 
@@ -367,16 +384,17 @@ static char *endpoint(const wb_t *w, const char *webinar)
     return buf_take(&b);
 }
 
-/* A join link we pass on: http(s), no spaces or control characters, not too long. */
+/* A join link we store and pass on: an http(s) URL with a host, printable ASCII without
+ * spaces, quotes, angle brackets or backslashes (nt_track_url_ok: what a click link may point
+ * to), at most JOIN_URL_MAX bytes. Anything else (a line break, javascript:, a page of text)
+ * would end up in an email. */
 static int join_url_ok(const char *s)
 {
-    if (s == NULL || (strncmp(s, "https://", 8) != 0 && strncmp(s, "http://", 7) != 0) ||
-        strlen(s) > JOIN_URL_MAX)
+    const char *host;
+    if (!nt_track_url_ok(s) || strlen(s) > JOIN_URL_MAX)
         return 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
-        if (*p <= ' ' || *p == 0x7f)
-            return 0;
-    return 1;
+    host = strstr(s, "://") + 3;
+    return *host != '\0' && *host != '/' && *host != '?' && *host != '#';
 }
 
 /* The string at the dotted path in a JSON answer, or NULL. */
@@ -552,8 +570,110 @@ static void job_free(job_t *j)
     free(j->url);
     free(j->body);
     free(j->answer);
+    free(j->link);
+    free(j->detail);
     curl_slist_free_all(j->hdr);
     free(j);
+}
+
+/* Complete j, which is in no list: count it, call its done (detail may be j's own), free it. */
+static void job_finish(wb_t *w, job_t *j, nt_rc_t rc, const char *outcome, const char *detail)
+{
+    if (rc == NT_OK)
+        w->registered++;
+    else if (rc != NT_ECANCELED)
+        w->failed++;
+    j->done(j->done_arg, rc, outcome, detail);
+    job_free(j);
+}
+
+static void writing_add(wb_t *w, job_t *j)
+{
+    j->prev = NULL;
+    j->next = w->writing;
+    if (w->writing != NULL)
+        w->writing->prev = j;
+    w->writing = j;
+}
+
+static void writing_del(wb_t *w, job_t *j)
+{
+    if (j->prev != NULL)
+        j->prev->next = j->next;
+    else
+        w->writing = j->next;
+    if (j->next != NULL)
+        j->next->prev = j->prev;
+    j->prev = j->next = NULL;
+}
+
+/* The host's answer to the write of the join link: report the registration now. */
+static void on_written(void *arg, nt_rc_t rc)
+{
+    job_t *j = arg;
+    wb_t *w = j->w;
+    char *detail = NULL;
+
+    writing_del(w, j);
+    if (rc == NT_OK) {
+        if (j->link != NULL)
+            post_link(w, j->lead, j->webinar, j->link);
+        job_finish(w, j, NT_OK, "registered", j->detail);
+        return;
+    }
+    if (rc == NT_ECANCELED) {
+        job_finish(w, j, rc, NULL, "webinar: shutting down");
+        return;
+    }
+    if (rc == NT_ENOTFOUND) {
+        detail =
+            msgf("webinar: %s %s: registered, but the lead no longer exists", j->webinar, j->msgid);
+        rc = NT_EPERMFAIL;
+    } else {
+        /* Transient: the host retries the send, the platform sees the same Idempotency-Key. */
+        detail = msgf("webinar: %s %s: registered, but the join link was not stored on the "
+                      "lead (%s)",
+                      j->webinar, j->msgid, rc == NT_ETIMEOUT ? "timeout" : "unavailable");
+        rc = rc == NT_ETIMEOUT ? NT_ETIMEOUT : NT_EUNAVAIL;
+    }
+    job_finish(w, j, rc, NULL, detail != NULL ? detail : "webinar: out of memory");
+    free(detail);
+}
+
+/* j (in no list) is registered: link is the usable join link or NULL, detail the outcome's
+ * detail (both malloc'd, taken; detail NULL: out of memory). Write webinar_id and
+ * webinar_join_link (empty without a usable link, so that no older webinar's link lingers) on
+ * the lead, then report. Returns 1 when the report comes later, 0 when j is completed. */
+static int registered(wb_t *w, job_t *j, char *link, char *detail)
+{
+    const nt_channel_host_t *h = w->host;
+
+    j->link = link;
+    j->detail = detail;
+    if (detail == NULL) {
+        job_finish(w, j, NT_EUNAVAIL, NULL, "webinar: out of memory");
+        return 0;
+    }
+    if (h->size < offsetof(nt_channel_host_t, update_lead) + sizeof(h->update_lead) ||
+        h->update_lead == NULL) {
+        if (link != NULL)
+            post_link(w, j->lead, j->webinar, link);
+        job_finish(w, j, NT_OK, "registered", j->detail);
+        return 0;
+    }
+    const nt_kv_t attrs[] = {{ATTR_ID, j->webinar}, {ATTR_LINK, link != NULL ? link : ""}};
+    writing_add(w, j);
+    nt_rc_t rc = h->update_lead(j->lead, attrs, 2, on_written, j);
+    if (rc == NT_AGAIN)
+        return 1; /* j is on_written's */
+    writing_del(w, j);
+    char *d = msgf("webinar: %s %s: registered, but the join link cannot be stored on the lead "
+                   "(%s)",
+                   j->webinar, j->msgid, rc == NT_EINVAL ? "refused" : "unavailable");
+    job_finish(w, j, rc == NT_EINVAL ? NT_EPERMFAIL : NT_EUNAVAIL, NULL,
+               d != NULL ? d : "webinar: out of memory");
+    free(d);
+    return 0;
 }
 
 static void inflight_unlink(wb_t *w, job_t *j)
@@ -610,6 +730,8 @@ static void on_http_done(void *easy, int code, void *arg)
 
     curl_easy_getinfo((CURL *)easy, CURLINFO_RESPONSE_CODE, &status);
     inflight_unlink(w, j);
+    curl_easy_cleanup((CURL *)easy);
+    j->easy = NULL;
     if (code == CURLE_ABORTED_BY_CALLBACK) {
         rc = NT_ECANCELED;
     } else if (code != CURLE_OK) {
@@ -619,20 +741,25 @@ static void on_http_done(void *easy, int code, void *arg)
     } else if (status >= 200 && status <= 299) {
         json_t *ans = j->answer != NULL ? json_loadb(j->answer, j->answer_len, 0, NULL) : NULL;
         const char *link = ans != NULL ? json_path(ans, w->join_field) : NULL;
-        rc = NT_OK;
+        char *keep = NULL;
         if (join_url_ok(link)) {
-            post_link(w, j->lead, j->webinar, link);
-            detail = msgf("%s (%s)", link, invite_words(j->invite));
+            keep = strdup(link);
+            detail = keep != NULL ? msgf("%s (%s)", link, invite_words(j->invite)) : NULL;
         } else {
+            /* Never quoted: it may be anything, of any length. */
             if (w->host->log != NULL)
                 w->host->log(NT_LOG_WARN, "webinar",
-                             "%s: registered for %s, but the answer has no http(s) link in "
-                             "'%s'",
+                             "%s: registered for %s, but the answer has no usable http(s) link "
+                             "in '%s'",
                              j->msgid, j->webinar, w->join_field);
-            detail = msgf("registered for %s without a join link (no '%s' in the answer; %s)",
+            detail = msgf("registered for %s without a join link (no usable http(s) link in "
+                          "'%s' of the answer; %s)",
                           j->webinar, w->join_field, invite_words(j->invite));
         }
         json_decref(ans);
+        registered(w, j, keep, detail);
+        start_queued(w);
+        return;
     } else {
         int perm =
             status >= 400 && status <= 499 && status != 408 && status != 429 && status != 401;
@@ -640,16 +767,7 @@ static void on_http_done(void *easy, int code, void *arg)
         detail = msgf("webinar: %s %s: status %ld%s%s", j->webinar, j->msgid, status,
                       j->answer_len > 0 ? ": " : "", answer_line(j));
     }
-    if (rc == NT_OK)
-        w->registered++;
-    else if (rc != NT_ECANCELED)
-        w->failed++;
-    curl_easy_cleanup((CURL *)easy);
-    j->easy = NULL;
-    nt_channel_done_fn *done = j->done;
-    void *done_arg = j->done_arg;
-    job_free(j);
-    done(done_arg, rc, rc == NT_OK ? "registered" : NULL, detail);
+    job_finish(w, j, rc, NULL, detail);
     free(detail);
     start_queued(w);
 }
@@ -702,12 +820,8 @@ static void start_queued(wb_t *w)
         if (w->qhead == NULL)
             w->qtail = NULL;
         j->next = NULL;
-        if (http_start(w, j) != 0) {
-            nt_channel_done_fn *done = j->done;
-            void *done_arg = j->done_arg;
-            job_free(j);
-            done(done_arg, NT_EUNAVAIL, NULL, "webinar: cannot start an HTTP transfer");
-        }
+        if (http_start(w, j) != 0)
+            job_finish(w, j, NT_EUNAVAIL, NULL, "webinar: cannot start an HTTP transfer");
     }
 }
 
@@ -775,20 +889,26 @@ static nt_rc_t wb_dispatch(void *state, const nt_message_t *msg, nt_channel_done
         return NT_OK;
     }
 
+    job_t *j = calloc(1, sizeof(*j));
+    if (j != NULL) {
+        j->w = w;
+        j->done = done;
+        j->done_arg = done_arg;
+        j->invite = invite;
+        j->lead = strdup(msg->lead_id);
+        j->webinar = strdup(webinar);
+        j->msgid = strdup(msg->id);
+    }
+    if (j == NULL || j->lead == NULL || j->webinar == NULL || j->msgid == NULL) {
+        job_free(j);
+        done(done_arg, NT_EUNAVAIL, NULL, "webinar: out of memory");
+        return NT_OK;
+    }
+
     if (w->url == NULL) {
         char *link = local_link(webinar, msg->lead_id);
         char *detail = link != NULL ? msgf("%s (%s)", link, invite_words(invite)) : NULL;
-        if (detail == NULL) {
-            free(link);
-            done(done_arg, NT_EUNAVAIL, NULL, "webinar: out of memory");
-            return NT_OK;
-        }
-        post_link(w, msg->lead_id, webinar, link);
-        w->registered++;
-        done(done_arg, NT_OK, "registered", detail);
-        free(link);
-        free(detail);
-        return NT_OK;
+        return registered(w, j, link, detail) ? NT_AGAIN : NT_OK;
     }
 
     const char *vals[PH_N] = {
@@ -800,21 +920,10 @@ static nt_rc_t wb_dispatch(void *state, const nt_message_t *msg, nt_channel_done
         [PH_INVITE] = invite,
         [PH_KEY] = msg->id,
     };
-    job_t *j = calloc(1, sizeof(*j));
-    if (j != NULL) {
-        j->w = w;
-        j->done = done;
-        j->done_arg = done_arg;
-        j->invite = invite;
-        j->lead = strdup(msg->lead_id);
-        j->webinar = strdup(webinar);
-        j->msgid = strdup(msg->id);
-        j->url = endpoint(w, webinar);
-        j->body = render(w, vals, &j->len);
-        j->hdr = headers(w, msg->id);
-    }
-    if (j == NULL || j->lead == NULL || j->webinar == NULL || j->msgid == NULL || j->url == NULL ||
-        j->body == NULL || j->hdr == NULL) {
+    j->url = endpoint(w, webinar);
+    j->body = render(w, vals, &j->len);
+    j->hdr = headers(w, msg->id);
+    if (j->url == NULL || j->body == NULL || j->hdr == NULL) {
         job_free(j);
         done(done_arg, NT_EUNAVAIL, NULL, "webinar: out of memory");
         return NT_OK;
@@ -839,18 +948,18 @@ static void wb_free(wb_t *w)
         inflight_unlink(w, j);
         if (w->host->curl_multi != NULL)
             curl_multi_remove_handle(w->host->curl_multi, j->easy);
-        nt_channel_done_fn *done = j->done;
-        void *done_arg = j->done_arg;
-        job_free(j);
-        done(done_arg, NT_ECANCELED, NULL, "webinar: shutting down");
+        job_finish(w, j, NT_ECANCELED, NULL, "webinar: shutting down");
     }
     while (w->qhead != NULL) {
         job_t *j = w->qhead;
         w->qhead = j->next;
-        nt_channel_done_fn *done = j->done;
-        void *done_arg = j->done_arg;
-        job_free(j);
-        done(done_arg, NT_ECANCELED, NULL, "webinar: shutting down");
+        job_finish(w, j, NT_ECANCELED, NULL, "webinar: shutting down");
+    }
+    /* Writes still waiting: the host never calls on_written after this hook (channel.h). */
+    while (w->writing != NULL) {
+        job_t *j = w->writing;
+        writing_del(w, j);
+        job_finish(w, j, NT_ECANCELED, NULL, "webinar: shutting down");
     }
     if ((w->registered > 0 || w->failed > 0) && w->host->log != NULL)
         w->host->log(NT_LOG_INFO, "webinar", "%llu leads registered, %llu attempts failed",
@@ -871,8 +980,8 @@ static const nt_channel_ops_t webinar_ops = {
     .abi_version = NT_CHANNEL_ABI_VERSION,
     .size = sizeof(nt_channel_ops_t),
     .name = "webinar",
-    .description = "registers the lead for a webinar with the platform; the join link goes on "
-                   "the lead's timeline",
+    .description = "registers the lead for a webinar with the platform and stores the personal "
+                   "join link on the lead (webinar_join_link)",
     .params = params,
     .outcomes = outcomes,
     .validate = wb_validate,

@@ -2,7 +2,6 @@
  * nurtured run as a process. The email channel writes into the daemon's maildir; the tests read
  * the links out of the .eml files (quoted-printable decoded), click them with chosen user agents
  * and methods, and check what moved a lead and what only reached its timeline. */
-#include <ctype.h>
 #include <dirent.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -277,27 +276,6 @@ static void wait_timeline(const char *id, const char *needle, int n)
 
 /* ---- messages in the maildir -------------------------------------------------------------- */
 
-/* Quoted-printable decoded in place (soft breaks and =XX). */
-static void qp_decode(char *s)
-{
-    char *o = s;
-
-    for (char *p = s; *p;) {
-        if (p[0] == '=' && p[1] == '\r' && p[2] == '\n') {
-            p += 3;
-        } else if (p[0] == '=' && isxdigit((unsigned char)p[1]) &&
-                   isxdigit((unsigned char)p[2])) {
-            char hex[3] = {p[1], p[2], 0};
-
-            *o++ = (char)strtol(hex, NULL, 16);
-            p += 3;
-        } else {
-            *o++ = *p++;
-        }
-    }
-    *o = '\0';
-}
-
 /* The messages for <id>@example.com, decoded; *n of them. Caller frees each and the array. */
 static char **messages_of(const char *id, int *n)
 {
@@ -333,7 +311,7 @@ static char **messages_of(const char *id, int *n)
             free(buf);
             continue;
         }
-        qp_decode(buf);
+        nt_test_qp_decode(buf);
         v[(*n)++] = buf;
     }
     closedir(d);

@@ -2,13 +2,15 @@
  * (ThreadingHTTPServer, HTTP/1.1 keep-alive) run by /usr/bin/python3 on a free port, with a
  * handler that saves every request (path, headers, body) and answers by path: /reg/<webinar>
  * 201 with a join link, /nested/<webinar> 200 with the link deeper down, /nolink 200 without
- * one, /busy 503 to the first request of each Idempotency-Key and 200 after, /bad 400 with a
- * long JSON answer, /down 503 always, /slow after 3 s. The plugin is loaded from the build's
- * modules directory (nt_modules_load) and driven by a libevent loop with the daemon's curl multi
- * (nt_curlm); the host's post_event records what the plugin posts. The last test runs nurtured
- * itself (embedded Redis) against the same server: a plan's registration step leaves by
- * "registered", by "failed" at once on a 400, and by "failed" after the worker's retries while
- * the platform answers 503. */
+ * one, /evil/<webinar>/<kind> 200 with a hostile join link, /busy 503 to the first request of
+ * each Idempotency-Key and 200 after, /bad 400 with a long JSON answer, /down 503 always, /slow
+ * after 3 s. The plugin is loaded from the build's modules directory (nt_modules_load) and
+ * driven by a libevent loop with the daemon's curl multi (nt_curlm); the host's post_event and
+ * update_lead record what the plugin posts and writes (the write completes on the loop with a
+ * code the test chooses). The last test runs nurtured itself (embedded Redis) against the same
+ * server: a plan's registration step leaves by "registered" with the join link on the lead
+ * and in the email of the next step, by "failed" at once on a 400, and by "failed" after the
+ * worker's retries while the platform answers 503; a hostile link reaches neither. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -87,6 +90,18 @@ static const char server_py[] =
     "        if part[1] == 'nested':\n"
     "            return self.answer(200, json.dumps({'data': {'links': {'join': link}},\n"
     "                                                'pad': 'x' * 5000}))\n"
+    "        if part[1] == 'evil':\n"
+    "            kind = part[3] if len(part) > 3 else 'w'\n"
+    "            bad = {'crlf': 'https://platform.example/j\\r\\nBcc: victim@evil.example',\n"
+    "                   'huge': 'https://platform.example/' + 'a' * 100000,\n"
+    "                   'long': 'https://platform.example/' + 'b' * 1100,\n"
+    "                   'text': 'See you there!',\n"
+    "                   'js': 'javascript:alert(document.cookie)',\n"
+    "                   'quote': 'https://platform.example/\" onmouseover=\"alert(1)',\n"
+    "                   'bare': 'https://',\n"
+    "                   'number': 42,\n"
+    "                   'w': 'javascript:alert(1)\\r\\nBcc: victim@evil.example'}\n"
+    "            return self.answer(200, json.dumps({'join_url': bad.get(kind)}))\n"
     "        if part[1] == 'nolink':\n"
     "            return self.answer(200, '{\"registrant_id\": \"r-1\"}')\n"
     "        if part[1] == 'busy':\n"
@@ -136,6 +151,25 @@ typedef struct posted {
 static posted_t posts[64];
 static size_t nposts;
 
+/* Lead writes the plugin asked for (host update_lead). */
+typedef struct upd {
+    char lead[64];
+    char webinar_id[80];
+    char link[2048];
+    int has_link; /* webinar_join_link was among the attributes */
+    size_t nattrs;
+    int pending_at_write; /* dispatches not yet done when the write was asked for */
+    void (*done)(void *arg, nt_rc_t rc);
+    void *arg;
+} upd_t;
+
+static upd_t upds[64];
+static size_t nupds;
+static nt_rc_t upd_ret = NT_AGAIN; /* what update_lead returns: NT_AGAIN, or a refusal */
+static nt_rc_t upd_rc;             /* what a write completes with */
+static int upd_hold;               /* leave writes pending */
+static int host_old;               /* a host built before update_lead */
+
 /* ---- the host ---- */
 
 static const char *host_config(const char *channel, const char *key, const char *def)
@@ -180,6 +214,44 @@ static nt_rc_t host_post_event(const char *lead_id, const char *type, const nt_k
     return NT_OK;
 }
 
+static int pending;
+
+static void upd_fire(evutil_socket_t fd, short what, void *arg)
+{
+    upd_t *u = arg;
+    if (!plugin_down)
+        u->done(u->arg, upd_rc);
+}
+
+/* Record the write and complete it on the loop with upd_rc (never from inside the call). */
+static nt_rc_t host_update_lead(const char *lead_id, const nt_kv_t *attrs, size_t nattrs,
+                                void (*done)(void *arg, nt_rc_t rc), void *arg)
+{
+    if (upd_ret != NT_AGAIN)
+        return upd_ret;
+    assert_true(nupds < sizeof(upds) / sizeof(upds[0]));
+    upd_t *u = &upds[nupds++];
+    memset(u, 0, sizeof(*u));
+    snprintf(u->lead, sizeof(u->lead), "%s", lead_id);
+    u->nattrs = nattrs;
+    for (size_t i = 0; i < nattrs; i++) {
+        if (strcmp(attrs[i].key, "webinar_id") == 0) {
+            snprintf(u->webinar_id, sizeof(u->webinar_id), "%s", attrs[i].value);
+        } else if (strcmp(attrs[i].key, "webinar_join_link") == 0) {
+            snprintf(u->link, sizeof(u->link), "%s", attrs[i].value);
+            u->has_link = 1;
+        }
+    }
+    u->pending_at_write = pending;
+    u->done = done;
+    u->arg = arg;
+    if (!upd_hold) {
+        struct timeval now = {0, 0};
+        assert_int_equal(event_base_once(base, -1, EV_TIMEOUT, upd_fire, u, &now), 0);
+    }
+    return NT_AGAIN;
+}
+
 typedef struct xfer {
     void (*done)(void *easy, int curl_code, void *arg);
     void *arg;
@@ -217,8 +289,6 @@ typedef struct result {
     char outcome[64];
     char detail[1024];
 } result_t;
-
-static int pending;
 
 static void on_done(void *arg, nt_rc_t rc, const char *outcome, const char *detail)
 {
@@ -500,10 +570,14 @@ static nt_rc_t try_start(const char *path, char **err)
         .now_ms = host_now,
         .post_event = host_post_event,
         .curl_add = host_curl_add,
+        .update_lead = host_update_lead,
     };
+    if (host_old)
+        host.size = (uint32_t)offsetof(nt_channel_host_t, update_lead);
     plugin_down = 0;
     pending = 0;
     nposts = 0;
+    nupds = 0;
     clear_requests();
     char *e = NULL;
     nt_rc_t rc = ops->init(&host, &plugin, &e);
@@ -539,6 +613,10 @@ static int stop_plugin(void **state)
     cfg_join_field = NULL;
     cfg_max_inflight = NULL;
     unsetenv("NT_WEBINAR_AUTH");
+    upd_ret = NT_AGAIN;
+    upd_rc = NT_OK;
+    upd_hold = 0;
+    host_old = 0;
     return 0;
 }
 
@@ -568,7 +646,15 @@ static void test_webinar_registers_with_escaped_json_and_reports_the_join_link(v
     assert_true(strncmp(r.detail, link, strlen(link)) == 0);
     assert_non_null(strstr(r.detail, "invitation by the platform"));
 
-    /* The join link is posted for the lead's timeline and later steps. */
+    /* The link is written on the lead, and only then is the registration reported. */
+    assert_int_equal(nupds, 1);
+    assert_string_equal(upds[0].lead, "lead-1");
+    assert_string_equal(upds[0].webinar_id, "pricing-2026.12");
+    assert_string_equal(upds[0].link, link);
+    assert_int_equal(upds[0].nattrs, 2);
+    assert_int_equal(upds[0].pending_at_write, 1);
+
+    /* It is also posted for the lead's timeline. */
     assert_int_equal(nposts, 1);
     assert_string_equal(posts[0].lead, "lead-1");
     assert_string_equal(posts[0].type, "webinar.join_link");
@@ -639,7 +725,8 @@ static void test_webinar_body_join_field_and_auth_are_configurable_and_checked(v
     free(req);
     stop_plugin(state);
 
-    /* A 2xx without a join link is registered all the same; nothing is posted. */
+    /* A 2xx without a join link is registered all the same; nothing is posted, and the lead's
+     * link is emptied (no older webinar's link lingers). */
     start_plugin("/nolink");
     memset(&r, 0, sizeof(r));
     dispatch("lead-2:p:n:2", "lead-2", "w1", NULL, NULL, &r);
@@ -648,6 +735,10 @@ static void test_webinar_body_join_field_and_auth_are_configurable_and_checked(v
     assert_string_equal(r.outcome, "registered");
     assert_non_null(strstr(r.detail, "without a join link"));
     assert_int_equal(nposts, 0);
+    assert_int_equal(nupds, 1);
+    assert_true(upds[0].has_link);
+    assert_string_equal(upds[0].link, "");
+    assert_string_equal(upds[0].webinar_id, "w1");
     stop_plugin(state);
 
     /* Bad settings refuse to start, saying which. */
@@ -749,10 +840,13 @@ static void test_webinar_without_a_url_registers_locally(void **state)
     start_plugin(NULL);
     result_t r[3];
     memset(r, 0, sizeof(r));
-    assert_int_equal(dispatch("lead-6:p:n:1", "lead-6", "demo-w", NULL, NULL, &r[0]), NT_OK);
-    assert_int_equal(dispatch("lead-6:p:n:9", "lead-6", "demo-w", NULL, NULL, &r[1]), NT_OK);
-    assert_int_equal(dispatch("lead-7:p:n:1", "lead-7", "demo-w", NULL, NULL, &r[2]), NT_OK);
-    assert_int_equal(pending, 0);
+    /* Completed once the link is written. */
+    assert_int_equal(dispatch("lead-6:p:n:1", "lead-6", "demo-w", NULL, NULL, &r[0]), NT_AGAIN);
+    assert_int_equal(dispatch("lead-6:p:n:9", "lead-6", "demo-w", NULL, NULL, &r[1]), NT_AGAIN);
+    assert_int_equal(dispatch("lead-7:p:n:1", "lead-7", "demo-w", NULL, NULL, &r[2]), NT_AGAIN);
+    assert_int_equal(r[0].calls, 0);
+    run_loop();
+    assert_int_equal(nupds, 3);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(r[i].calls, 1);
         assert_int_equal(r[i].rc, NT_OK);
@@ -767,6 +861,9 @@ static void test_webinar_without_a_url_registers_locally(void **state)
     assert_string_equal(posts[0].url, posts[1].url);
     assert_string_not_equal(posts[0].url, posts[2].url);
     assert_true(strncmp(r[0].detail, posts[0].url, strlen(posts[0].url)) == 0);
+    for (int i = 0; i < 3; i++)
+        assert_string_equal(upds[i].link, posts[i].url);
+    assert_string_equal(upds[2].lead, "lead-7");
     assert_int_equal(list_req(NULL), 0);
 }
 
@@ -800,6 +897,7 @@ static void test_webinar_params_register_no_and_a_lead_without_email(void **stat
     assert_string_equal(r.outcome, "sent");
     assert_non_null(strstr(r.detail, "not registered"));
     assert_int_equal(nposts, 0);
+    assert_int_equal(nupds, 0);
 
     /* A lead without an email address cannot be registered. */
     const nt_kv_t params[] = {{"webinar", "w5"}};
@@ -843,6 +941,7 @@ static void test_webinar_many_beyond_max_inflight_queue_and_shutdown_cancels(voi
     }
     assert_int_equal(list_req(NULL), N);
     assert_int_equal(nposts, N);
+    assert_int_equal(nupds, N);
     stop_plugin(state);
 
     /* Shutdown: what is in flight or queued completes as canceled, at once. */
@@ -859,9 +958,125 @@ static void test_webinar_many_beyond_max_inflight_queue_and_shutdown_cancels(voi
     }
 }
 
+static void test_webinar_a_failed_write_of_the_link_is_transient(void **state)
+{
+    start_plugin("/reg/{{webinar}}");
+    result_t r = {0};
+
+    /* Redis unavailable: registered with the platform, but not reported as such; the host
+     * retries the send under the same key. */
+    upd_rc = NT_EUNAVAIL;
+    dispatch("lead-11:p:n:1", "lead-11", "w8", NULL, NULL, &r);
+    run_loop();
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.rc, NT_EUNAVAIL);
+    assert_non_null(strstr(r.detail, "not stored on the lead"));
+    assert_int_equal(nupds, 1);
+    assert_int_equal(nposts, 0);
+
+    upd_rc = NT_ETIMEOUT;
+    memset(&r, 0, sizeof(r));
+    dispatch("lead-11:p:n:1", "lead-11", "w8", NULL, NULL, &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_ETIMEOUT);
+
+    /* The retry that gets through is reported registered. */
+    upd_rc = NT_OK;
+    memset(&r, 0, sizeof(r));
+    dispatch("lead-11:p:n:1", "lead-11", "w8", NULL, NULL, &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_OK);
+    assert_string_equal(r.outcome, "registered");
+    assert_int_equal(nupds, 3);
+    assert_int_equal(nposts, 1);
+
+    /* A lead that is gone fails for good, as does a write the host refuses. */
+    upd_rc = NT_ENOTFOUND;
+    memset(&r, 0, sizeof(r));
+    dispatch("lead-12:p:n:1", "lead-12", "w8", NULL, NULL, &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_EPERMFAIL);
+    assert_non_null(strstr(r.detail, "no longer exists"));
+    upd_ret = NT_EINVAL;
+    memset(&r, 0, sizeof(r));
+    dispatch("lead-12:p:n:2", "lead-12", "w8", NULL, NULL, &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_EPERMFAIL);
+    assert_non_null(strstr(r.detail, "cannot be stored"));
+    upd_ret = NT_EUNAVAIL;
+    memset(&r, 0, sizeof(r));
+    dispatch("lead-12:p:n:3", "lead-12", "w8", NULL, NULL, &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_EUNAVAIL);
+    assert_int_equal(nposts, 1);
+}
+
+static void test_webinar_hostile_join_links_are_never_stored_or_posted(void **state)
+{
+    /* Kinds of bad "join_url" the test platform answers with (server_py, /evil). */
+    static const char *const kinds[] = {"crlf", "huge",  "long", "text",
+                                        "js",   "quote", "bare", "number"};
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        char path[64], id[64];
+        result_t r = {0};
+        snprintf(path, sizeof(path), "/evil/{{webinar}}/%s", kinds[i]);
+        snprintf(id, sizeof(id), "lead-13:p:n:%zu", i + 1);
+        start_plugin(path);
+        dispatch(id, "lead-13", "w9", NULL, NULL, &r);
+        run_loop();
+        if (r.rc != NT_OK)
+            fail_msg("%s: %s", kinds[i], r.detail);
+        /* Registered: the platform has the person; the link is just not usable, so the lead's
+         * link is emptied and nothing is posted or quoted. */
+        assert_string_equal(r.outcome, "registered");
+        assert_non_null(strstr(r.detail, "without a join link"));
+        assert_null(strpbrk(r.detail, "\r\n"));
+        assert_null(strstr(r.detail, "javascript"));
+        assert_null(strstr(r.detail, "onmouseover"));
+        assert_null(strstr(r.detail, "Bcc"));
+        assert_true(strlen(r.detail) < 300);
+        assert_int_equal(nposts, 0);
+        assert_int_equal(nupds, 1);
+        assert_true(upds[0].has_link);
+        assert_string_equal(upds[0].link, "");
+        assert_string_equal(upds[0].webinar_id, "w9");
+        stop_plugin(state);
+    }
+}
+
+static void test_webinar_shutdown_cancels_a_registration_waiting_for_its_write(void **state)
+{
+    upd_hold = 1;
+    start_plugin(NULL);
+    result_t r = {0};
+    assert_int_equal(dispatch("lead-14:p:n:1", "lead-14", "w10", NULL, NULL, &r), NT_AGAIN);
+    assert_int_equal(nupds, 1);
+    assert_int_equal(r.calls, 0);
+    ops->shutdown(plugin);
+    plugin = NULL;
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.rc, NT_ECANCELED);
+    assert_int_equal(nposts, 0);
+}
+
+static void test_webinar_with_a_host_before_update_lead_only_posts_the_link(void **state)
+{
+    host_old = 1;
+    start_plugin("/reg/{{webinar}}");
+    result_t r = {0};
+    dispatch("lead-15:p:n:1", "lead-15", "w11", NULL, NULL, &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_OK);
+    assert_string_equal(r.outcome, "registered");
+    assert_int_equal(nupds, 0);
+    assert_int_equal(nposts, 1);
+    assert_true(strncmp(posts[0].url, "https://platform.example/j/w11/", 31) == 0);
+}
+
 /* ---- through nurtured ---- */
 
-/* A registration step for each answer of the server: /reg, /bad and /down (webinar ids). */
+/* A registration step for each answer of the server: /reg, /evil, /bad and /down (webinar
+ * ids). Registered leads get the real plan's invitation email (workflows/templates). */
 #define REG_SEND(node, webinar)                                                                    \
     "nodes { id: \"" node "\" send { channel: \"webinar\"\n"                                       \
     "  params { name: \"webinar\" value: \"" webinar "\" }\n"                                      \
@@ -876,11 +1091,15 @@ static const char reg_plan[] =
     "nodes { id: \"which\" branch {\n"
     "  cases { when { attr { name: \"mode\" op: EQ value: \"bad\" } } to: \"reg_bad\" }\n"
     "  cases { when { attr { name: \"mode\" op: EQ value: \"down\" } } to: \"reg_down\" }\n"
+    "  cases { when { attr { name: \"mode\" op: EQ value: \"evil\" } } to: \"reg_evil\" }\n"
     "  default: \"reg_ok\" } }\n"
     REG_SEND("reg_ok", "reg")
+    REG_SEND("reg_evil", "evil")
     REG_SEND("reg_bad", "bad")
     REG_SEND("reg_down", "down")
-    "nodes { id: \"registered\" exit { reason: \"registered\" } }\n"
+    "nodes { id: \"registered\" send { channel: \"email\"\n"
+    "  params { name: \"template\" value: \"webinar_invitation\" } next: \"invited\" } }\n"
+    "nodes { id: \"invited\" exit { reason: \"registered\" } }\n"
     "nodes { id: \"failed\" exit { reason: \"failed\" } }\n";
 // clang-format on
 
@@ -968,12 +1187,71 @@ static size_t requests_to(const char *path, const char *lead)
     return n;
 }
 
+/* The message the daemon's email channel wrote for address, quoted-printable decoded
+ * (malloc'd), or NULL. */
+static char *message_to(const char *address)
+{
+    char dir[4096];
+    struct dirent **ents = NULL;
+    char *found = NULL;
+    snprintf(dir, sizeof(dir), "%s/maildir/new", daemon_.data_dir);
+    int n = scandir(dir, &ents, NULL, alphasort);
+    for (int i = 0; i < n; i++) {
+        char path[8192];
+        snprintf(path, sizeof(path), "%s/%s", dir, ents[i]->d_name);
+        if (found == NULL && ents[i]->d_name[0] != '.') {
+            char *m = slurp(path);
+            nt_test_qp_decode(m);
+            /* "To: <address>" or "To: "Name" <<address>>" */
+            const char *h = strstr(m, "\nTo: ");
+            const char *eol = h != NULL ? strstr(h + 1, "\r\n") : NULL;
+            size_t alen = strlen(address);
+            if (eol != NULL && (size_t)(eol - h) >= alen + 5 &&
+                strncmp(eol - alen - (eol[-1] == '>'), address, alen) == 0)
+                found = m;
+            else
+                free(m);
+        }
+        free(ents[i]);
+    }
+    free(ents);
+    return found;
+}
+
+/* The lead's attribute (a static buffer), or NULL when it has none. */
+static const char *lead_attr(const char *id, const char *name)
+{
+    static char val[4096];
+    json_t *l = lead_json(id);
+    const char *v = json_string_value(json_object_get(json_object_get(l, "attributes"), name));
+    if (v != NULL)
+        snprintf(val, sizeof(val), "%s", v);
+    json_decref(l);
+    return v != NULL ? val : NULL;
+}
+
+/* No header line of the message (up to the blank line) starts with name. */
+static int no_header(const char *msg, const char *name)
+{
+    const char *end = strstr(msg, "\r\n\r\n");
+    size_t n = strlen(name);
+    for (const char *p = msg; p != NULL && (end == NULL || p < end); p = strchr(p, '\n')) {
+        p += *p == '\n';
+        if (strncasecmp(p, name, n) == 0)
+            return 0;
+    }
+    return 1;
+}
+
 static void test_webinar_through_nurtured_registered_or_failed_after_retries(void **state)
 {
     char url[128];
     snprintf(url, sizeof(url), "%s/{{webinar}}/w", base_url);
-    const char *extra[] = {
-        "--channel.webinar.url", url, "--dispatch-retries", "3", "--poll-ms", "5", NULL};
+    /* No click tracking: the HTML keeps the join link itself as the href. */
+    // clang-format off
+    const char *extra[] = {"--channel.webinar.url", url, "--dispatch-retries", "3",
+                           "--poll-ms", "5", "--channel.email.tracking", "no", NULL};
+    // clang-format on
     clear_requests();
     if (nt_test_daemon_start(&daemon_, NULL, extra) != 0)
         fail_msg("nurtured did not start");
@@ -1002,14 +1280,16 @@ static void test_webinar_through_nurtured_registered_or_failed_after_retries(voi
                        "{\"id\":\"wr-bad\",\"attributes\":{\"email\":\"bad@example.org\","
                        "\"mode\":\"bad\"}},"
                        "{\"id\":\"wr-down\",\"attributes\":{\"email\":\"down@example.org\","
-                       "\"mode\":\"down\"}}]}";
+                       "\"mode\":\"down\"}},"
+                       "{\"id\":\"wr-evil\",\"attributes\":{\"email\":\"evil@example.org\","
+                       "\"first_name\":\"Eve\",\"mode\":\"evil\"}}]}";
     assert_int_equal(
         nt_test_json(&daemon_, "POST", "/v1/plans/wb_reg/enrol", daemon_.ops_token, body, &r), 0);
     if (r.status != 200)
         fail_msg("enrol: %ld %s", r.status, r.body);
     nt_test_resp_fini(&r);
 
-    const char *ids[] = {"wr-ok", "wr-bad", "wr-down", NULL};
+    const char *ids[] = {"wr-ok", "wr-bad", "wr-down", "wr-evil", NULL};
     if (nt_test_wait_until(all_done, ids, 30000) != 0) {
         nt_test_daemon_dump_log(&daemon_);
         fail_msg("runs not done");
@@ -1017,14 +1297,54 @@ static void test_webinar_through_nurtured_registered_or_failed_after_retries(voi
     assert_string_equal(exit_reason("wr-ok"), "registered");
     assert_string_equal(exit_reason("wr-bad"), "failed");
     assert_string_equal(exit_reason("wr-down"), "failed");
+    assert_string_equal(exit_reason("wr-evil"), "registered");
+
+    /* The platform's join link is on the lead (GET /v1/leads/<id>) ... */
+    const char *got = lead_attr("wr-ok", "webinar_join_link");
+    if (got == NULL)
+        fail_msg("wr-ok has no webinar_join_link");
+    char link[512];
+    snprintf(link, sizeof(link), "%s", got);
+    assert_true(strncmp(link, "https://platform.example/j/w/", 29) == 0); /* /reg/w */
+    assert_non_null(strstr(link, "?tk=a%2Fb"));
+    assert_string_equal(lead_attr("wr-ok", "webinar_id"), "reg");
+    /* ... and in the invitation the next step sent: the HTML link and the text part. */
+    char *msg = message_to("ok@example.org");
+    if (msg == NULL)
+        fail_msg("no invitation for ok@example.org in %s/maildir/new", daemon_.data_dir);
+    char want[600];
+    snprintf(want, sizeof(want), "<a href=\"%s\">Confirm my seat</a>", link);
+    if (strstr(msg, want) == NULL)
+        fail_msg("no '%s' in:\n%s", want, msg);
+    snprintf(want, sizeof(want), "[Confirm my seat](%s)", link);
+    assert_non_null(strstr(msg, want));
+    free(msg);
+
+    /* A hostile link reaches neither the lead nor the message: the public page instead. */
+    assert_string_equal(lead_attr("wr-evil", "webinar_join_link"), "");
+    msg = message_to("evil@example.org");
+    if (msg == NULL)
+        fail_msg("no invitation for evil@example.org");
+    assert_non_null(
+        strstr(msg, "<a href=\"https://webinars.example/product-2026-12-10\">Confirm my seat</a>"));
+    assert_null(strstr(msg, "javascript"));
+    assert_null(strstr(msg, "victim@evil.example"));
+    assert_true(no_header(msg, "Bcc:"));
+    free(msg);
+    /* Leads that were never registered have no link. */
+    assert_null(lead_attr("wr-down", "webinar_join_link"));
+    assert_null(lead_attr("wr-bad", "webinar_join_link"));
+    assert_null(message_to("down@example.org"));
     /* The join link event reaches the registered lead's timeline, and only that lead's. */
     if (nt_test_wait_until(link_on_timeline, (void *)"wr-ok", 10000) != 0)
         fail_msg("no webinar.join_link event on wr-ok's timeline");
     assert_false(timeline_has("wr-down", "webinar.join_link"));
     assert_false(timeline_has("wr-bad", "webinar.join_link"));
+    assert_false(timeline_has("wr-evil", "webinar.join_link"));
     /* 201 and 400: one request each; 503: the worker's three attempts, under one key. */
     assert_int_equal(requests_to("/reg/w", "wr-ok"), 1);
     assert_int_equal(requests_to("/bad/w", "wr-bad"), 1);
+    assert_int_equal(requests_to("/evil/w", "wr-evil"), 1);
     assert_int_equal(requests_to("/down/w", "wr-down"), 3);
 }
 
@@ -1049,6 +1369,14 @@ int main(void)
         cmocka_unit_test_teardown(test_webinar_params_register_no_and_a_lead_without_email,
                                   stop_plugin),
         cmocka_unit_test_teardown(test_webinar_many_beyond_max_inflight_queue_and_shutdown_cancels,
+                                  stop_plugin),
+        cmocka_unit_test_teardown(test_webinar_a_failed_write_of_the_link_is_transient,
+                                  stop_plugin),
+        cmocka_unit_test_teardown(test_webinar_hostile_join_links_are_never_stored_or_posted,
+                                  stop_plugin),
+        cmocka_unit_test_teardown(
+            test_webinar_shutdown_cancels_a_registration_waiting_for_its_write, stop_plugin),
+        cmocka_unit_test_teardown(test_webinar_with_a_host_before_update_lead_only_posts_the_link,
                                   stop_plugin),
         cmocka_unit_test_teardown(test_webinar_through_nurtured_registered_or_failed_after_retries,
                                   stop_daemon),

@@ -2,6 +2,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -834,6 +835,25 @@ int nt_test_compile_plan(const char *textpb_path, uint8_t **out, size_t *len)
     *out = s.p != NULL ? (uint8_t *)s.p : calloc(1, 1);
     *len = s.len;
     return *out != NULL ? 0 : -1;
+}
+
+void nt_test_qp_decode(char *s)
+{
+    char *o = s;
+
+    for (char *p = s; *p;) {
+        if (p[0] == '=' && p[1] == '\r' && p[2] == '\n') {
+            p += 3;
+        } else if (p[0] == '=' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+            char hex[3] = {p[1], p[2], 0};
+
+            *o++ = (char)strtol(hex, NULL, 16);
+            p += 3;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    *o = '\0';
 }
 
 int nt_test_wait_until(int (*pred)(void *), void *arg, int timeout_ms)

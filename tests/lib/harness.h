@@ -121,6 +121,10 @@ int nt_test_json(nt_test_daemon_t *d, const char *method, const char *path, cons
 /* protoc --encode=nt.Workflow on a text-format plan. *out is malloc'd. Returns 0 or -1. */
 int nt_test_compile_plan(const char *textpb_path, uint8_t **out, size_t *len);
 
+/* Quoted-printable (a message as the email channel writes it) decoded in place: soft line
+ * breaks removed, =XX as the byte. */
+void nt_test_qp_decode(char *s);
+
 /* Call pred(arg) every 20 ms until it returns non-zero. Returns 0, or -1 after timeout_ms. */
 int nt_test_wait_until(int (*pred)(void *), void *arg, int timeout_ms);
 
