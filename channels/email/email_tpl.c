@@ -486,14 +486,7 @@ static char *unmark(const char *html, char **marks, size_t nmarks)
             size_t i = (size_t)(p[plen] - '0') * 1000 + (size_t)(p[plen + 1] - '0') * 100 +
                        (size_t)(p[plen + 2] - '0') * 10 + (size_t)(p[plen + 3] - '0');
             if (i < nmarks) {
-                if (in_tag && at_href_start(&b) && nt_track_url_ok(marks[i])) {
-                    char *e = nt_email_html_escape(marks[i]);
-                    if (e == NULL)
-                        b.oom = 1;
-                    else
-                        nt_email_buf_str(&b, e);
-                    free(e);
-                } else if (in_tag) {
+                if (in_tag && !(at_href_start(&b) && nt_track_url_ok(marks[i]))) {
                     add_pct(&b, marks[i]);
                 } else {
                     char *e = nt_email_html_escape(marks[i]);

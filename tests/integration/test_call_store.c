@@ -64,8 +64,7 @@ static void set(const char *key, const char *value)
 
 static int setup(void **state)
 {
-    char *addr, *err = NULL;
-    int64_t until;
+    char *err = NULL;
 
     (void)state;
     nt_log_init(NT_LOG_WARN, NULL);
@@ -73,16 +72,9 @@ static int setup(void **state)
     if (nt_test_redis_start(&srv) != 0)
         return -1;
     sync_rc = nt_test_redis_connect(&srv);
-    addr = nt_test_redis_addr(&srv);
     base = event_base_new();
-    redis = nt_redis_new(base, addr, 5000, &err);
-    free(addr);
+    redis = nt_test_redis_async(base, &srv);
     if (!redis)
-        return -1;
-    until = nt_mono_ms() + 10000;
-    while (!nt_redis_up(redis) && nt_mono_ms() < until)
-        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-    if (!nt_redis_up(redis))
         return -1;
     nt_config_defaults(&cfg);
     set("channel.call.team.sales", "ann:2 bob:1 cy:1");

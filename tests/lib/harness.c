@@ -21,6 +21,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
+#include "redis.h"
+
 #ifndef NT_REDIS_SERVER
 #define NT_REDIS_SERVER "redis-server"
 #endif
@@ -835,6 +839,23 @@ int nt_test_compile_plan(const char *textpb_path, uint8_t **out, size_t *len)
     *out = s.p != NULL ? (uint8_t *)s.p : calloc(1, 1);
     *len = s.len;
     return *out != NULL ? 0 : -1;
+}
+
+struct nt_redis *nt_test_redis_async(struct event_base *base, const nt_test_redis_t *r)
+{
+    char *addr = nt_test_redis_addr(r), *err = NULL;
+    nt_redis_t *redis = addr != NULL ? nt_redis_new(base, addr, 5000, &err) : NULL;
+    int64_t until = mono_ms() + 10000;
+
+    free(addr);
+    free(err);
+    while (redis != NULL && !nt_redis_up(redis) && mono_ms() < until)
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    if (redis != NULL && !nt_redis_up(redis)) {
+        nt_redis_free(redis);
+        redis = NULL;
+    }
+    return redis;
 }
 
 void nt_test_qp_decode(char *s)

@@ -51,6 +51,12 @@ redisContext *nt_test_redis_connect(const nt_test_redis_t *r);
 /* "127.0.0.1:<port>" (malloc'd; caller frees). */
 char *nt_test_redis_addr(const nt_test_redis_t *r);
 
+/* The daemon's own async connection (orchestrator/redis.c) to r on base, returned once it is
+ * connected and has loaded the scripts (the loop is run up to 10 s), else NULL. */
+struct event_base;
+struct nt_redis;
+struct nt_redis *nt_test_redis_async(struct event_base *base, const nt_test_redis_t *r);
+
 /* ---- nurtured ---- */
 
 typedef struct nt_test_daemon {
