@@ -13,7 +13,10 @@
  *   smtp_user, smtp_password    AUTH (or NT_SMTP_USER / NT_SMTP_PASSWORD in the environment)
  *   starttls                    try (default), yes (required), no
  *   timeout_ms, connect_timeout_ms   per transfer (default 30000, 10000)
- *   max_inflight                SMTP transfers at once (default 8); more wait in a queue
+ *   max_inflight                SMTP transfers at once (default 8); more wait in a queue and
+ *                               are built only when a transfer slot frees; finished transfers'
+ *                               easy handles are kept for the next ones, and libcurl keeps the
+ *                               connections in the host's multi
  *   maildir                     default <data_dir>/maildir
  *   unsubscribe_url             link in List-Unsubscribe (default https://<domain>/unsubscribe;
  *                               the message's id is appended as ?m=<hex>)
@@ -152,14 +155,17 @@ struct tpl_entry {
 
 typedef struct email_state email_state_t;
 
-/* One message on its way over SMTP. */
+/* One message on its way over SMTP. It is built only when a transfer slot is free, so that a
+ * batch of dispatches costs no more than queueing them and the building of messages is spread
+ * between the SMTP conversations instead of holding them all up. */
 typedef struct job job_t;
 struct job {
     email_state_t *st;
+    const nt_message_t *msg;   /* borrowed until done is called (channel.h) */
     nt_channel_done_fn *done;
     void *done_arg;
     char msgid[NT_EMAIL_MSGID_MAX];
-    char *data;                /* the message */
+    char *data;                /* the message, NULL until built */
     size_t len, off;           /* its length, and how much curl has read */
     char *from;                /* envelope sender "<addr>" */
     struct curl_slist *rcpt;   /* kept for the whole transfer */
@@ -183,6 +189,8 @@ struct email_state {
     int ninflight;
     job_t *inflight;            /* transfers on the multi */
     job_t *qhead, *qtail;       /* waiting for a slot */
+    CURL **idle;                /* easy handles of finished transfers, for the next ones */
+    int nidle;
     tpl_entry_t *tpls;          /* templates loaded so far */
     unsigned long long sent, duplicates;
 };
@@ -257,6 +265,9 @@ static void state_free(email_state_t *st)
     free(st->smtp_url);
     free(st->smtp_user);
     free(st->smtp_password);
+    for (int i = 0; i < st->nidle; i++)
+        curl_easy_cleanup(st->idle[i]);
+    free(st->idle);
     nt_email_http_free(st->http);
     free(st);
 }
@@ -411,8 +422,9 @@ static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **er
                            "and max_inflight (1..1024) must be numbers in range");
             goto fail;
         }
+        st->idle = calloc((size_t)st->max_inflight, sizeof(*st->idle));
         if (st->smtp_url == NULL || (user != NULL && st->smtp_user == NULL) ||
-            (pass != NULL && st->smtp_password == NULL))
+            (pass != NULL && st->smtp_password == NULL) || st->idle == NULL)
             goto oom;
         if (st->smtp_user != NULL && st->use_ssl != CURLUSESSL_ALL &&
             strncmp(url, "smtps://", 8) != 0)
@@ -741,6 +753,20 @@ static size_t on_read(char *buf, size_t size, size_t nmemb, void *arg)
 
 static void start_queued(email_state_t *st);
 
+/* Keep a finished transfer's handle for the next message (its buffers and options stay; the
+ * connection itself is kept by the host's multi either way), or clean it up. */
+static void easy_release(email_state_t *st, CURL *e, int reusable)
+{
+    if (!reusable || st->nidle >= st->max_inflight) {
+        curl_easy_cleanup(e);
+        return;
+    }
+    curl_easy_setopt(e, CURLOPT_READDATA, NULL);
+    curl_easy_setopt(e, CURLOPT_MAIL_RCPT, NULL);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+    st->idle[st->nidle++] = e;
+}
+
 static void on_smtp_done(void *easy, int code, void *arg)
 {
     job_t *j = arg;
@@ -749,9 +775,11 @@ static void on_smtp_done(void *easy, int code, void *arg)
     curl_easy_getinfo((CURL *)easy, CURLINFO_RESPONSE_CODE, &reply);
     inflight_unlink(st, j);
     nt_rc_t rc;
+    const char *outcome = NULL;
     char *detail = NULL;
     if (code == CURLE_OK) {
         rc = NT_OK;
+        outcome = "sent";
         st->sent++;
     } else if (code == CURLE_ABORTED_BY_CALLBACK) {
         rc = NT_ECANCELED;
@@ -764,40 +792,52 @@ static void on_smtp_done(void *easy, int code, void *arg)
                       curl_easy_strerror((CURLcode)code), j->errbuf[0] ? ": " : "", j->errbuf,
                       reply);
     }
-    curl_easy_cleanup((CURL *)easy);
+    easy_release(st, (CURL *)easy, code == CURLE_OK);
     j->easy = NULL;
     nt_channel_done_fn *done = j->done;
     void *done_arg = j->done_arg;
     job_free(j);
-    done(done_arg, rc, rc == NT_OK ? "sent" : NULL, detail);
+    done(done_arg, rc, outcome, detail);
     free(detail);
     start_queued(st);
+}
+
+/* An easy handle for a transfer: a kept one, or a new one with the options every transfer
+ * shares. NULL when out of memory. */
+static CURL *easy_get(email_state_t *st)
+{
+    if (st->nidle > 0)
+        return st->idle[--st->nidle];
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_URL, st->smtp_url);
+    curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(e, CURLOPT_USE_SSL, st->use_ssl);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, st->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, st->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    if (st->smtp_user != NULL)
+        curl_easy_setopt(e, CURLOPT_USERNAME, st->smtp_user);
+    if (st->smtp_password != NULL)
+        curl_easy_setopt(e, CURLOPT_PASSWORD, st->smtp_password);
+    return e;
 }
 
 /* Start j's transfer. Returns 0, or -1 (j untouched apart from its handle). */
 static int smtp_start(email_state_t *st, job_t *j)
 {
-    CURL *e = curl_easy_init();
+    CURL *e = easy_get(st);
     if (e == NULL)
         return -1;
     j->errbuf[0] = '\0';
     j->off = 0;
-    curl_easy_setopt(e, CURLOPT_URL, st->smtp_url);
     curl_easy_setopt(e, CURLOPT_MAIL_FROM, j->from);
     curl_easy_setopt(e, CURLOPT_MAIL_RCPT, j->rcpt);
-    curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
     curl_easy_setopt(e, CURLOPT_READDATA, j);
     curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)j->len);
-    curl_easy_setopt(e, CURLOPT_USE_SSL, st->use_ssl);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, st->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, st->connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf);
-    if (st->smtp_user != NULL)
-        curl_easy_setopt(e, CURLOPT_USERNAME, st->smtp_user);
-    if (st->smtp_password != NULL)
-        curl_easy_setopt(e, CURLOPT_PASSWORD, st->smtp_password);
     j->easy = e;
     j->prev = NULL;
     j->next = st->inflight;
@@ -814,7 +854,26 @@ static int smtp_start(email_state_t *st, job_t *j)
     return 0;
 }
 
-/* Fill free slots from the queue. A job that cannot start completes as unavailable. */
+/* Build j's message and envelope. Returns NT_OK, or the outcome's code with *detail. */
+static nt_rc_t job_build(email_state_t *st, job_t *j, char **detail)
+{
+    const char *to = NULL, *from = NULL;
+    nt_rc_t rc = compose(st, j->msg, j->msgid, &j->data, &j->len, &to, &from, detail);
+    if (rc != NT_OK)
+        return rc;
+    char *rcpt = msgf("<%s>", to);
+    j->from = msgf("<%s>", from);
+    j->rcpt = rcpt != NULL ? curl_slist_append(NULL, rcpt) : NULL;
+    free(rcpt);
+    if (j->from == NULL || j->rcpt == NULL) {
+        *detail = msgf("email: out of memory");
+        return NT_EUNAVAIL;
+    }
+    return NT_OK;
+}
+
+/* Fill free slots from the queue, building each message as it starts. A job that cannot be
+ * built or started completes at once. */
 static void start_queued(email_state_t *st)
 {
     while (st->qhead != NULL && st->ninflight < st->max_inflight) {
@@ -823,11 +882,18 @@ static void start_queued(email_state_t *st)
         if (st->qhead == NULL)
             st->qtail = NULL;
         j->next = NULL;
-        if (smtp_start(st, j) != 0) {
+        char *detail = NULL;
+        nt_rc_t rc = job_build(st, j, &detail);
+        if (rc == NT_OK && smtp_start(st, j) != 0) {
+            rc = NT_EUNAVAIL;
+            detail = msgf("email: cannot start an SMTP transfer");
+        }
+        if (rc != NT_OK) {
             nt_channel_done_fn *done = j->done;
             void *done_arg = j->done_arg;
             job_free(j);
-            done(done_arg, NT_EUNAVAIL, NULL, "email: cannot start an SMTP transfer");
+            done(done_arg, rc, NULL, detail != NULL ? detail : "email: cannot build the message");
+            free(detail);
         }
     }
 }
@@ -842,6 +908,24 @@ static nt_rc_t email_dispatch(void *state, const nt_message_t *msg, nt_channel_d
         done(done_arg, NT_OK, "suppressed", "email: the lead unsubscribed or is suppressed");
         return NT_OK;
     }
+    if (st->smtp_url != NULL && st->http == NULL) {
+        job_t *j = calloc(1, sizeof(*j));
+        if (j == NULL) {
+            done(done_arg, NT_EUNAVAIL, NULL, "email: out of memory");
+            return NT_OK;
+        }
+        j->st = st;
+        j->msg = msg;
+        j->done = done;
+        j->done_arg = done_arg;
+        if (st->qtail != NULL)
+            st->qtail->next = j;
+        else
+            st->qhead = j;
+        st->qtail = j;
+        start_queued(st);
+        return NT_AGAIN;
+    }
     size_t len = 0;
     const char *to = NULL, *from = NULL;
     nt_rc_t rc = compose(st, msg, msgid, &data, &len, &to, &from, &detail);
@@ -852,46 +936,17 @@ static nt_rc_t email_dispatch(void *state, const nt_message_t *msg, nt_channel_d
     }
     if (st->http != NULL)
         return nt_email_http_send(st->http, msgid, msg->id, data, len, done, done_arg);
-    if (st->smtp_url == NULL) {
-        int dup = 0;
-        rc = maildir_deliver(st, msgid, data, len, &dup, &detail);
-        free(data);
-        if (rc == NT_OK && dup)
-            st->duplicates++;
-        else if (rc == NT_OK)
-            st->sent++;
-        done(done_arg, rc, rc == NT_OK ? "sent" : NULL,
-             dup ? "duplicate id: already in the maildir" : detail);
-        free(detail);
-        return NT_OK;
-    }
-
-    job_t *j = calloc(1, sizeof(*j));
-    char *rcpt = msgf("<%s>", to);
-    if (j != NULL) {
-        j->from = msgf("<%s>", from);
-        j->rcpt = rcpt != NULL ? curl_slist_append(NULL, rcpt) : NULL;
-    }
-    free(rcpt);
-    if (j == NULL || j->from == NULL || j->rcpt == NULL) {
-        free(data);
-        job_free(j);
-        done(done_arg, NT_EUNAVAIL, NULL, "email: out of memory");
-        return NT_OK;
-    }
-    j->st = st;
-    j->done = done;
-    j->done_arg = done_arg;
-    j->data = data;
-    j->len = len;
-    snprintf(j->msgid, sizeof(j->msgid), "%s", msgid);
-    if (st->qtail != NULL)
-        st->qtail->next = j;
-    else
-        st->qhead = j;
-    st->qtail = j;
-    start_queued(st);
-    return NT_AGAIN;
+    int dup = 0;
+    rc = maildir_deliver(st, msgid, data, len, &dup, &detail);
+    free(data);
+    if (rc == NT_OK && dup)
+        st->duplicates++;
+    else if (rc == NT_OK)
+        st->sent++;
+    done(done_arg, rc, rc == NT_OK ? "sent" : NULL,
+         dup ? "duplicate id: already in the maildir" : detail);
+    free(detail);
+    return NT_OK;
 }
 
 static void email_shutdown(void *state)

@@ -273,15 +273,21 @@ char *nt_email_rfc2047(const char *s, size_t used)
 char *nt_email_qp(const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
-    nt_email_buf_t b = {0};
     size_t n = strlen(s);
+    /* Sized once for the worst case (every byte encoded, a soft break every 24 bytes of input),
+     * so the loop writes without a capacity check per byte. */
+    char *out = malloc(3 * n + 3 * (n / 24 + 1) + 1);
+    if (out == NULL)
+        return NULL;
+    char *o = out;
     size_t col = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '\r' || c == '\n') {
             if (c == '\r' && i + 1 < n && s[i + 1] == '\n')
                 i++;
-            nt_email_buf_add(&b, "\r\n", 2);
+            *o++ = '\r';
+            *o++ = '\n';
             col = 0;
             continue;
         }
@@ -292,20 +298,24 @@ char *nt_email_qp(const char *s)
         if (col == 0)
             encode = at_start;
         if (col + (encode ? 3 : 1) > 75) {
-            nt_email_buf_add(&b, "=\r\n", 3);
+            *o++ = '=';
+            *o++ = '\r';
+            *o++ = '\n';
             col = 0;
             encode = at_start;
         }
-        size_t w = encode ? 3 : 1;
         if (encode) {
-            char e[3] = {'=', hex[c >> 4], hex[c & 15]};
-            nt_email_buf_add(&b, e, 3);
+            *o++ = '=';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+            col += 3;
         } else {
-            nt_email_buf_ch(&b, (char)c);
+            *o++ = (char)c;
+            col++;
         }
-        col += w;
     }
-    return nt_email_buf_take(&b);
+    *o = '\0';
+    return out;
 }
 
 /* ---- the message ---- */

@@ -162,6 +162,10 @@ typedef struct result {
     nt_rc_t rc;
     char outcome[64];
     char detail[512];
+    /* the message, which the channel borrows until done (channel.h) */
+    nt_message_t msg;
+    nt_kv_t params[2], lead[5];
+    char id[64], email[128];
 } result_t;
 
 static int pending;
@@ -194,17 +198,22 @@ static void run_loop(void)
     assert_int_equal(pending, 0);
 }
 
-/* Dispatch one message for lead `email` with idempotency key `id`. */
+/* Dispatch one message for lead `email` with idempotency key `id`; r holds the message until
+ * its done. */
 static nt_rc_t send_one(const char *id, const char *email, result_t *r)
 {
-    const nt_kv_t params[] = {{"template", "signs"}, {"reply_to", "team@acme.example"}};
-    const nt_kv_t lead[] = {{"email", email},
-                            {"first_name", "Zoë"},
-                            {"last_name", "Ng"},
-                            {"company", "Büro <Kraft> & Co"},
-                            {"score", "20"}};
-    nt_message_t msg = {
-        .id = id,
+    snprintf(r->id, sizeof(r->id), "%s", id);
+    snprintf(r->email, sizeof(r->email), "%s", email != NULL ? email : "");
+    r->params[0] = (nt_kv_t){"template", "signs"};
+    r->params[1] = (nt_kv_t){"reply_to", "team@acme.example"};
+    r->lead[0] = (nt_kv_t){"email", r->email};
+    r->lead[1] = (nt_kv_t){"first_name", "Zoë"};
+    r->lead[2] = (nt_kv_t){"last_name", "Ng"};
+    r->lead[3] = (nt_kv_t){"company", "Büro <Kraft> & Co"};
+    r->lead[4] = (nt_kv_t){"score", "20"};
+    const nt_kv_t *params = r->params, *lead = r->lead;
+    r->msg = (nt_message_t){
+        .id = r->id,
         .lead_id = "lead-1",
         .plan_id = "education_track",
         .plan_version = 1,
@@ -217,7 +226,7 @@ static nt_rc_t send_one(const char *id, const char *email, result_t *r)
         .attempt = 1,
     };
     pending++;
-    nt_rc_t rc = ops->dispatch(plugin, &msg, on_done, r);
+    nt_rc_t rc = ops->dispatch(plugin, &r->msg, on_done, r);
     if (rc != NT_AGAIN)
         assert_int_equal(rc, NT_OK); /* done was called already */
     return rc;
