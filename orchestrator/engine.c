@@ -507,6 +507,26 @@ static int event_matches(const Nt__WaitEvent *we, const nt_trigger_t *t)
     return 1;
 }
 
+/* A channel reported "bounced": the receiving server refused the address for good. The lead
+ * is suppressed (_suppressed, as a provider's hard bounce does through the webhook) so that no
+ * email step writes to it again; a reason already there stays. */
+static void suppress_bounced(ctx_t *c, const nt_trigger_t *t)
+{
+    const char *detail = trig_attr(t, "detail");
+    char why[256];
+
+    if (nt_lead_get(c->lead, "_suppressed") != NULL)
+        return;
+    snprintf(why, sizeof(why), "hard_bounce%s%.200s", nonempty(detail) ? ": " : "",
+             nonempty(detail) ? detail : "");
+    if (nt_lead_set(c->lead, "_suppressed", why) != 0) {
+        c->oom = 1;
+        return;
+    }
+    record_set(c, "_suppressed", why);
+    note(c, "address suppressed (hard bounce)");
+}
+
 /* The run resting at n receives t (goals were checked). Returns 1 when something happened. */
 static int on_trigger(ctx_t *c, const Nt__Node *n, const nt_trigger_t *t)
 {
@@ -520,9 +540,22 @@ static int on_trigger(ctx_t *c, const Nt__Node *n, const nt_trigger_t *t)
         if (o != NULL) {
             const Nt__Send *s = n->send;
 
+            int bounced = strcmp(o, "bounced") == 0;
+
+            if (bounced)
+                suppress_bounced(c, t);
             for (i = 0; i < s->n_on; i++) {
                 if (s->on[i] != NULL && eq(s->on[i]->outcome, o)) {
                     note(c, "outcome '%s' at %s", o, n->id);
+                    walk(c, NULL, s->on[i]->to);
+                    return 1;
+                }
+            }
+            /* A bounce is a message that did not arrive: without a bounced edge it takes the
+             * failed one. */
+            for (i = 0; bounced && i < s->n_on; i++) {
+                if (s->on[i] != NULL && eq(s->on[i]->outcome, "failed")) {
+                    note(c, "outcome 'bounced' at %s (by its failed edge)", n->id);
                     walk(c, NULL, s->on[i]->to);
                     return 1;
                 }
@@ -532,7 +565,7 @@ static int on_trigger(ctx_t *c, const Nt__Node *n, const nt_trigger_t *t)
                 walk(c, NULL, s->next);
                 return 1;
             }
-            if (strcmp(o, "failed") == 0) {
+            if (strcmp(o, "failed") == 0 || bounced) {
                 note(c, "outcome 'failed' at %s", n->id);
                 finish2(c, "failed", n->id);
                 return 1;

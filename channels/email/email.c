@@ -29,9 +29,12 @@
  * Leads with the "unsubscribed" or "suppressed" field (the daemon's _unsub, _suppressed) are
  * not written to: the outcome is "suppressed" at once, nothing is built or sent.
  *
- * Outcomes: sent; SMTP 4xx, refused connections and timeouts are NT_EUNAVAIL (the host retries
- * with backoff); SMTP 5xx and leads without a valid address are NT_EPERMFAIL. bounced and
- * suppressed are declared for plans to route on; provider feedback and suppression report them.
+ * Outcomes: sent; bounced (NT_OK) when the server refuses the recipient with a 5xx at RCPT TO,
+ * or the HTTP provider answers 4xx naming the recipient (email_http.h): a hard bounce, which the
+ * daemon turns into suppression of the address (engine.c); suppressed for leads marked so. SMTP
+ * 4xx, refused connections and timeouts are NT_EUNAVAIL (the host retries with backoff); other
+ * SMTP 5xx and leads without a valid address are NT_EPERMFAIL (failed). A bounce the provider
+ * reports later arrives through the provider webhook as an email.bounced event.
  *
  * Idempotency: the Message-ID is derived from the message's idempotency key, so a re-sent
  * message is the same message to the receiver; in the maildir an existing file for that
@@ -192,7 +195,7 @@ struct email_state {
     CURL **idle;                /* easy handles of finished transfers, for the next ones */
     int nidle;
     tpl_entry_t *tpls;          /* templates loaded so far */
-    unsigned long long sent, duplicates;
+    unsigned long long sent, duplicates, bounced;
 };
 
 static void logf_(const email_state_t *st, nt_log_level_t lvl, const char *fmt, ...)
@@ -783,6 +786,13 @@ static void on_smtp_done(void *easy, int code, void *arg)
         st->sent++;
     } else if (code == CURLE_ABORTED_BY_CALLBACK) {
         rc = NT_ECANCELED;
+    } else if (reply >= 500 && reply <= 599 && strncmp(j->errbuf, "RCPT failed", 11) == 0) {
+        /* The server refused the recipient for good: a hard bounce, reported as the outcome
+         * "bounced" (the daemon suppresses the address, the node leaves by its bounced edge). */
+        rc = NT_OK;
+        outcome = "bounced";
+        st->bounced++;
+        detail = msgf("email: smtp %s: recipient refused (reply %ld)", j->msgid, reply);
     } else {
         /* A 5xx about this message is final; anything else (4xx, no connection, a timeout,
          * TLS or AUTH trouble on our side) may pass later. */
@@ -974,8 +984,8 @@ static void email_shutdown(void *state)
         done(done_arg, NT_ECANCELED, NULL, "email: shutting down");
     }
     st->qtail = NULL;
-    logf_(st, NT_LOG_INFO, "%llu messages sent, %llu duplicates skipped", st->sent,
-          st->duplicates);
+    logf_(st, NT_LOG_INFO, "%llu messages sent, %llu duplicates skipped, %llu recipients refused",
+          st->sent, st->duplicates, st->bounced);
     free(g_templates_dir);
     g_templates_dir = NULL;
     state_free(st);

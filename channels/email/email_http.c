@@ -64,6 +64,7 @@ struct nt_email_http {
     const nt_channel_host_t *host;
     char *url;
     char *auth;                    /* header line, or NULL */
+    char *bounce;                  /* http_bounce: phrases separated by '|' */
     seg_t *segs;
     size_t nsegs;
     long timeout_ms, connect_timeout_ms;
@@ -360,6 +361,11 @@ nt_email_http_t *nt_email_http_new(const nt_channel_host_t *host, const char *ur
     h->timeout_ms = cfg_long(host, "timeout_ms", 30000, 100, 3600000);
     h->connect_timeout_ms = cfg_long(host, "connect_timeout_ms", 10000, 100, 600000);
     h->max_inflight = (int)cfg_long(host, "max_inflight", 8, 1, 1024);
+    h->bounce = strdup(cfg(host, "http_bounce", NT_EMAIL_HTTP_DEFAULT_BOUNCE));
+    if (h->bounce == NULL) {
+        *errmsg = msgf("email: out of memory");
+        goto fail;
+    }
     if (h->timeout_ms < 0 || h->connect_timeout_ms < 0 || h->max_inflight < 0) {
         *errmsg = msgf("email: timeout_ms (100..3600000), connect_timeout_ms (100..600000) "
                        "and max_inflight (1..1024) must be numbers in range");
@@ -445,6 +451,24 @@ static const char *answer_line(hjob_t *j)
 
 static void start_queued(nt_email_http_t *h);
 
+/* Non-zero when the provider's answer names the recipient as undeliverable: it contains one of
+ * the '|'-separated phrases of http_bounce, ignoring case. */
+static int answer_is_bounce(const nt_email_http_t *h, const char *answer)
+{
+    for (const char *p = h->bounce; *p != '\0';) {
+        size_t n = strcspn(p, "|");
+        char phrase[128];
+        if (n > 0 && n < sizeof(phrase)) {
+            memcpy(phrase, p, n);
+            phrase[n] = '\0';
+            if (strcasestr(answer, phrase) != NULL)
+                return 1;
+        }
+        p += n + (p[n] == '|');
+    }
+    return 0;
+}
+
 static void on_http_done(void *easy, int code, void *arg)
 {
     hjob_t *j = arg;
@@ -453,6 +477,7 @@ static void on_http_done(void *easy, int code, void *arg)
     curl_easy_getinfo((CURL *)easy, CURLINFO_RESPONSE_CODE, &status);
     inflight_unlink(h, j);
     nt_rc_t rc;
+    const char *outcome = "sent";
     char *detail = NULL;
     if (code == CURLE_ABORTED_BY_CALLBACK) {
         rc = NT_ECANCELED;
@@ -466,8 +491,14 @@ static void on_http_done(void *easy, int code, void *arg)
         int perm = status >= 400 && status <= 499 && status != 408 && status != 429 &&
                    status != 401;
         rc = perm ? NT_EPERMFAIL : NT_EUNAVAIL;
+        const char *answer = answer_line(j);
         detail = msgf("email: http %s: status %ld%s%s", j->msgid, status,
-                      j->answer_len > 0 ? ": " : "", answer_line(j));
+                      j->answer_len > 0 ? ": " : "", answer);
+        if (perm && answer_is_bounce(h, answer)) {
+            /* The provider refused the recipient: a hard bounce (email.c). */
+            rc = NT_OK;
+            outcome = "bounced";
+        }
     }
     if (rc == NT_OK)
         h->sent++;
@@ -478,7 +509,7 @@ static void on_http_done(void *easy, int code, void *arg)
     nt_channel_done_fn *done = j->done;
     void *done_arg = j->done_arg;
     hjob_free(j);
-    done(done_arg, rc, rc == NT_OK ? "sent" : NULL, detail);
+    done(done_arg, rc, rc == NT_OK ? outcome : NULL, detail);
     free(detail);
     start_queued(h);
 }
@@ -620,5 +651,6 @@ void nt_email_http_free(nt_email_http_t *h)
     segs_free(h->segs, h->nsegs);
     free(h->url);
     free(h->auth);
+    free(h->bounce);
     free(h);
 }

@@ -9,6 +9,9 @@
  *                               $NT_EMAIL_HTTP_AUTH; none when both are unset)
  *   http_body                   the JSON body template (default: NT_EMAIL_HTTP_DEFAULT_BODY)
  *   timeout_ms, connect_timeout_ms, max_inflight   as for SMTP (30000, 10000, 8)
+ *   http_bounce                 phrases, separated by '|', that mark a 4xx answer as the
+ *                               provider refusing the recipient (default
+ *                               NT_EMAIL_HTTP_DEFAULT_BOUNCE, matched ignoring case)
  *
  * Placeholders, each replaced by its value JSON-escaped (without quotes: they go inside a JSON
  * string of the template): to, to_name, from, from_name, reply_to (the From address when the
@@ -18,7 +21,8 @@
  * Outcomes: 2xx is sent. 408, 429, 5xx, 401 (our credentials: fixed by ops, as SMTP's AUTH
  * failures), any status other than 2xx and 4xx, and transport errors (refused, timeout, TLS)
  * are NT_EUNAVAIL, for the host to retry with the same Idempotency-Key. Other 4xx are
- * NT_EPERMFAIL with the provider's answer (one line, truncated) as the detail. */
+ * NT_EPERMFAIL with the provider's answer (one line, truncated) as the detail, unless the answer
+ * contains an http_bounce phrase: then the outcome is "bounced" (NT_OK), a hard bounce. */
 #ifndef NT_EMAIL_HTTP_H
 #define NT_EMAIL_HTTP_H
 
@@ -36,6 +40,12 @@
     "\"List-Unsubscribe\":\"{{list_unsubscribe}}\","                                            \
     "\"List-Unsubscribe-Post\":\"List-Unsubscribe=One-Click\"},"                                \
     "\"idempotency_key\":\"{{idempotency_key}}\"}"
+
+/* Phrases of providers' answers refusing a recipient (Postmark: recipients "marked as
+ * inactive", Mailgun: "not a valid address", SendGrid: "does not contain a valid address"). */
+#define NT_EMAIL_HTTP_DEFAULT_BOUNCE                                                            \
+    "invalid recipient|marked as inactive|not a valid address|does not contain a valid address|" \
+    "no such user|unknown recipient|recipient rejected|recipient address rejected"
 
 typedef struct nt_email_http nt_email_http_t;
 

@@ -2,8 +2,9 @@
  * http.server (ThreadingHTTPServer, HTTP/1.1 keep-alive) run by /usr/bin/python3 on a free port
  * with a small handler that saves every request (path, headers, body) and answers by path:
  * /ok 200, /busy 503 to the first request of each Idempotency-Key and 200 after, /bad 400 with
- * a long JSON answer, /limited 429, /slow after 3 s. The plugin is loaded from the build's
- * modules directory and driven by a libevent loop with the daemon's curl multi (nt_curlm). */
+ * a long JSON answer, /norcpt 400 refusing the recipient, /limited 429, /slow after 3 s. The
+ * plugin is loaded from the build's modules directory and driven by a libevent loop with the
+ * daemon's curl multi (nt_curlm). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -79,6 +80,8 @@ static const char server_py[] =
     "        if self.path == '/bad':\n"
     "            return self.answer(400, '{\"message\": \"invalid \\'to\\'\",\\n\"pad\": \"%s\"}'\n"
     "                               % ('x' * 2000))\n"
+    "        if self.path == '/norcpt':\n"
+    "            return self.answer(400, '{\"message\": \"to parameter is not a valid address\"}')\n"
     "        if self.path == '/limited':\n"
     "            return self.answer(429, '{\"message\": \"slow down\"}')\n"
     "        if self.path == '/slow':\n"
@@ -650,6 +653,18 @@ static void test_email_http_400_fails_permanently_with_the_answer(void **state)
     stop_plugin(state);
 }
 
+static void test_email_http_400_refusing_the_recipient_is_a_hard_bounce(void **state)
+{
+    start_plugin("/norcpt");
+    result_t r = {0};
+    send_one("lead-3|plan|node|2", "ada@example.org", &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_OK);
+    assert_string_equal(r.outcome, "bounced");
+    assert_non_null(strstr(r.detail, "status 400: {\"message\": \"to parameter is not a valid"));
+    stop_plugin(state);
+}
+
 static void test_email_http_429_timeout_and_refused_are_transient(void **state)
 {
     start_plugin("/limited");
@@ -726,6 +741,8 @@ int main(void)
         cmocka_unit_test_teardown(test_email_http_body_template_is_configurable_and_checked,
                                   stop_plugin),
         cmocka_unit_test_teardown(test_email_http_503_is_retried_with_the_same_key_then_sent,
+                                  stop_plugin),
+        cmocka_unit_test_teardown(test_email_http_400_refusing_the_recipient_is_a_hard_bounce,
                                   stop_plugin),
         cmocka_unit_test_teardown(test_email_http_400_fails_permanently_with_the_answer,
                                   stop_plugin),

@@ -582,6 +582,58 @@ static void test_engine_send_next_takes_outcomes_without_edge(void **state)
     assert_done("exit:done");
 }
 
+/* The _suppressed value the decision writes, or NULL. */
+static const char *set_value(const char *name)
+{
+    for (size_t i = 0; i < d.nset; i++)
+        if (strcmp(d.set[i].key, name) == 0)
+            return d.set[i].value;
+    return NULL;
+}
+
+static void test_engine_send_bounced_suppresses_and_takes_its_edge(void **state)
+{
+    Nt__Send *s;
+    (void)state;
+
+    s = send_node("mail", "email", "after");
+    on_edge(s, "bounced", "gone");
+    on_edge(s, "failed", "broken");
+    exit_node("after", "");
+    exit_node("gone", "bounced");
+    exit_node("broken", "failed");
+    publish();
+    assert_int_equal(outcome("mail", 1, "mail", "1", "bounced"), NT_OK);
+    assert_done("bounced");
+    assert_non_null(set_value("_suppressed"));
+    assert_string_equal(set_value("_suppressed"), "hard_bounce: 250 OK");
+    assert_string_equal(nt_lead_get(&lead, "_suppressed"), "hard_bounce: 250 OK");
+}
+
+static void test_engine_send_bounced_without_its_edge_takes_failed_and_keeps_a_reason(
+    void **state)
+{
+    Nt__Send *s;
+    (void)state;
+
+    s = send_node("mail", "email", "after");
+    on_edge(s, "failed", "broken");
+    exit_node("after", "");
+    exit_node("broken", "failed");
+    publish();
+    assert_int_equal(nt_lead_set(&lead, "_suppressed", "complaint"), 0);
+    assert_int_equal(outcome("mail", 1, "mail", "1", "bounced"), NT_OK);
+    assert_done("failed");
+    /* the first reason stays */
+    assert_null(set_value("_suppressed"));
+    assert_string_equal(nt_lead_get(&lead, "_suppressed"), "complaint");
+    /* a sent message suppresses nothing */
+    assert_int_equal(nt_lead_set(&lead, "_suppressed", NULL), 0);
+    assert_int_equal(outcome("mail", 1, "mail", "1", "sent"), NT_OK);
+    assert_done("exit:after");
+    assert_null(set_value("_suppressed"));
+}
+
 static void test_engine_send_timeout(void **state)
 {
     Nt__Send *s;
@@ -1055,6 +1107,8 @@ int main(void)
         T(test_engine_send_stale_visit_ignored),
         T(test_engine_send_other_node_ignored),
         T(test_engine_send_next_takes_outcomes_without_edge),
+        T(test_engine_send_bounced_suppresses_and_takes_its_edge),
+        T(test_engine_send_bounced_without_its_edge_takes_failed_and_keeps_a_reason),
         T(test_engine_send_timeout),
         T(test_engine_wait_duration_rests_and_early_timer_ignored),
         T(test_engine_zero_wait_passes_through),
