@@ -76,7 +76,7 @@ static char *xasprintf(const char *fmt, ...)
 
 /* ---- the registry of started processes and their directories ---- */
 
-enum { PROC_REDIS, PROC_DAEMON };
+enum { PROC_REDIS, PROC_DAEMON, PROC_SMTP };
 
 typedef struct proc {
     pid_t pid;
@@ -445,6 +445,140 @@ redisContext *nt_test_redis_connect(const nt_test_redis_t *r)
 char *nt_test_redis_addr(const nt_test_redis_t *r)
 {
     return xasprintf("127.0.0.1:%d", r->port);
+}
+
+/* ---- an SMTP server ---- */
+
+static const char smtp_py[] =
+    "import asyncio, os, re, sys\n"
+    "from aiosmtpd.smtp import SMTP\n"
+    "\n"
+    "class Handler:\n"
+    "    def __init__(self, outdir):\n"
+    "        self.outdir = outdir\n"
+    "        self.tempfailed = set()\n"
+    "        self.n = 0\n"
+    "\n"
+    "    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):\n"
+    "        if address.startswith('reject'):\n"
+    "            return '550 5.1.1 no such user here'\n"
+    "        envelope.rcpt_tos.append(address)\n"
+    "        return '250 OK'\n"
+    "\n"
+    "    async def handle_DATA(self, server, session, envelope):\n"
+    "        raw = envelope.original_content\n"
+    "        m = re.search(rb'Message-ID: (<[^>]*>)', raw)\n"
+    "        mid = m.group(1) if m else b''\n"
+    "        if any(r.startswith('tempfail') for r in envelope.rcpt_tos) and \\\n"
+    "                mid not in self.tempfailed:\n"
+    "            self.tempfailed.add(mid)\n"
+    "            return '451 4.3.0 try later'\n"
+    "        self.n += 1\n"
+    "        tmp = os.path.join(self.outdir, '.%d.tmp' % self.n)\n"
+    "        with open(tmp, 'wb') as f:\n"
+    "            f.write(b'X-Test-Mail-From: ' + envelope.mail_from.encode() + b'\\r\\n')\n"
+    "            f.write(b'X-Test-Rcpt-To: ' + ','.join(envelope.rcpt_tos).encode() + "
+    "b'\\r\\n')\n"
+    "            f.write(raw)\n"
+    "        os.rename(tmp, os.path.join(self.outdir, '%04d.eml' % self.n))\n"
+    "        return '250 OK: queued'\n"
+    "\n"
+    "async def main(port, outdir):\n"
+    "    handler = Handler(outdir)\n"
+    "    loop = asyncio.get_running_loop()\n"
+    "    srv = await loop.create_server(lambda: SMTP(handler, hostname='nt-test'),\n"
+    "                                   '127.0.0.1', port)\n"
+    "    await srv.serve_forever()\n"
+    "\n"
+    "asyncio.run(main(int(sys.argv[1]), sys.argv[2]))\n";
+
+static int port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+int nt_test_smtp_start(nt_test_smtp_t *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->dir = nt_test_tmpdir("nt-smtp");
+    if (s->dir == NULL)
+        return -1;
+    s->msgs = xasprintf("%s/received", s->dir);
+    char *py = xasprintf("%s/nt_test_smtp.py", s->dir);
+    char *log = xasprintf("%s/smtp.log", s->dir);
+    FILE *f = fopen(py, "w");
+    int ok = f != NULL && fputs(smtp_py, f) >= 0;
+    if (f != NULL && fclose(f) != 0)
+        ok = 0;
+    if (!ok || mkdir(s->msgs, 0755) != 0)
+        goto fail;
+    /* The free port may be taken before the server binds it: try a few. */
+    for (int attempt = 0; attempt < 5 && s->pid <= 0; attempt++) {
+        char port[16];
+        s->port = nt_test_free_port();
+        snprintf(port, sizeof(port), "%d", s->port);
+        /* Debian's interpreter, which has python3-aiosmtpd, whatever is first on the PATH. */
+        char *argv[] = {"/usr/bin/python3", py, port, s->msgs, NULL};
+        int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        pid_t pid = spawn(argv, -1, out);
+        if (out >= 0)
+            close(out);
+        if (pid < 0)
+            goto fail;
+        proc_register(pid, PROC_SMTP, NULL, s->dir);
+        int64_t until = mono_ms() + 10000;
+        for (;;) {
+            int st;
+            if (waitpid(pid, &st, WNOHANG) == pid) {
+                proc_forget(pid);
+                break;
+            }
+            if (port_open(s->port)) {
+                s->pid = pid;
+                break;
+            }
+            if (mono_ms() > until) {
+                kill_and_reap(pid, SIGKILL, 5000);
+                proc_forget(pid);
+                break;
+            }
+            sleep_ms(20);
+        }
+    }
+    if (s->pid <= 0)
+        goto fail;
+    snprintf(s->url, sizeof(s->url), "smtp://127.0.0.1:%d", s->port);
+    free(py);
+    free(log);
+    return 0;
+fail:
+    fprintf(stderr, "harness: aiosmtpd did not start\n");
+    dump_file_tail(log, 20);
+    free(py);
+    free(log);
+    nt_test_smtp_stop(s);
+    return -1;
+}
+
+void nt_test_smtp_stop(nt_test_smtp_t *s)
+{
+    if (s == NULL)
+        return;
+    if (s->pid > 0) {
+        kill_and_reap(s->pid, SIGTERM, 5000);
+        proc_forget(s->pid);
+    }
+    if (s->dir != NULL && !keep_dirs())
+        nt_test_rmrf(s->dir);
+    free(s->dir);
+    free(s->msgs);
+    memset(s, 0, sizeof(*s));
 }
 
 /* ---- HTTP ---- */

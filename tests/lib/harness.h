@@ -57,6 +57,27 @@ struct event_base;
 struct nt_redis;
 struct nt_redis *nt_test_redis_async(struct event_base *base, const nt_test_redis_t *r);
 
+/* ---- an SMTP server ---- */
+
+typedef struct nt_test_smtp {
+    pid_t pid;
+    int port;
+    char *dir;           /* the server's tmp dir */
+    char *msgs;          /* <dir>/received: one NNNN.eml per accepted message */
+    char url[64];        /* smtp://127.0.0.1:<port> */
+} nt_test_smtp_t;
+
+/* Start Debian's aiosmtpd (/usr/bin/python3, whatever python3 is first on the PATH) on a free
+ * port with the tests' handler: every accepted message is saved as <msgs>/NNNN.eml (raw, CRLF
+ * as received) after two lines X-Test-Mail-From and X-Test-Rcpt-To; RCPT TO an address
+ * starting with "reject" is answered 550 5.1.1; the first DATA of each Message-ID for a
+ * recipient starting with "tempfail" is answered 451 4.3.0. Waits until it accepts connections
+ * (10 s). Returns 0, or -1. */
+int nt_test_smtp_start(nt_test_smtp_t *s);
+
+/* Stop the server, remove its dir (unless NT_TEST_KEEP), free. Safe to call twice. */
+void nt_test_smtp_stop(nt_test_smtp_t *s);
+
 /* ---- nurtured ---- */
 
 typedef struct nt_test_daemon {
