@@ -1,7 +1,8 @@
 /* The `email` channel: renders a template for the lead, builds an RFC 5322 message (see
- * email_msg.h, email_tpl.h) and delivers it over SMTP through libcurl on the daemon's curl
- * multi, or, with no SMTP server configured (the embedded default), writes it into a maildir
- * under the data directory so that a person can open what nurture sent.
+ * email_msg.h, email_tpl.h) and delivers it over SMTP with the channel's own client on the
+ * daemon's loop (email_smtp.h), through an HTTP provider (email_http.h), or, with neither
+ * configured (the embedded default), writes it into a maildir under the data directory so that
+ * a person can open what nurture sent.
  *
  * Params: template (required), from, from_name, reply_to. Config (channel.email.<key>):
  *   from, from_name, reply_to   defaults for the params (from: nurture@localhost)
@@ -12,11 +13,10 @@
  *   http_url, http_auth, http_body   an HTTP JSON provider instead of SMTP (email_http.h)
  *   smtp_user, smtp_password    AUTH (or NT_SMTP_USER / NT_SMTP_PASSWORD in the environment)
  *   starttls                    try (default), yes (required), no
- *   timeout_ms, connect_timeout_ms   per transfer (default 30000, 10000)
- *   max_inflight                SMTP transfers at once (default 8); more wait in a queue and
- *                               are built only when a transfer slot frees; finished transfers'
- *                               easy handles are kept for the next ones, and libcurl keeps the
- *                               connections in the host's multi
+ *   timeout_ms, connect_timeout_ms   per answer of the server, and to connect (30000, 10000)
+ *   max_inflight                SMTP connections, each one message at a time (default 8),
+ *                               kept open for the next messages; more messages wait in a queue
+ *                               and are built only when a transaction can start
  *   maildir                     default <data_dir>/maildir
  *   unsubscribe_url             link in List-Unsubscribe (default https://<domain>/unsubscribe;
  *                               the message's id is appended as ?m=<hex>)
@@ -49,11 +49,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
 #include "email_buf.h"
 #include "email_http.h"
 #include "email_msg.h"
+#include "email_smtp.h"
 #include "email_tpl.h"
 #include "email_track.h"
 #include "nurture/channel.h"
@@ -158,7 +157,7 @@ struct tpl_entry {
 
 typedef struct email_state email_state_t;
 
-/* One message on its way over SMTP. It is built only when a transfer slot is free, so that a
+/* One message on its way over SMTP. It is built only when a transaction can start, so that a
  * batch of dispatches costs no more than queueing them and the building of messages is spread
  * between the SMTP conversations instead of holding them all up. */
 typedef struct job job_t;
@@ -169,12 +168,9 @@ struct job {
     void *done_arg;
     char msgid[NT_EMAIL_MSGID_MAX];
     char *data;                /* the message, NULL until built */
-    size_t len, off;           /* its length, and how much curl has read */
-    char *from;                /* envelope sender "<addr>" */
-    struct curl_slist *rcpt;   /* kept for the whole transfer */
-    CURL *easy;                /* NULL while queued */
-    char errbuf[CURL_ERROR_SIZE];
-    job_t *prev, *next;
+    size_t len;
+    const char *from, *to;     /* envelope addresses, borrowed from msg or the state */
+    job_t *next;
 };
 
 struct email_state {
@@ -183,17 +179,11 @@ struct email_state {
     char *unsub_url, *unsub_mailto;
     char *track_secret, *track_base; /* signed links when both are set */
     char *templates;
-    char *maildir;              /* maildir mode when smtp_url is NULL */
-    char *smtp_url, *smtp_user, *smtp_password;
+    char *maildir;              /* maildir mode when smtp and http are NULL */
+    nt_email_smtp_t *smtp;      /* the SMTP client, when smtp_url is set */
     nt_email_http_t *http;      /* the HTTP provider transport, when http_url is set */
-    long use_ssl;
-    long timeout_ms, connect_timeout_ms;
-    int max_inflight;
-    int ninflight;
-    job_t *inflight;            /* transfers on the multi */
-    job_t *qhead, *qtail;       /* waiting for a slot */
-    CURL **idle;                /* easy handles of finished transfers, for the next ones */
-    int nidle;
+    job_t *qhead, *qtail;       /* waiting for an SMTP transaction to start */
+    int stopping;               /* shutdown: completions start nothing new */
     tpl_entry_t *tpls;          /* templates loaded so far */
     unsigned long long sent, duplicates, bounced;
 };
@@ -265,12 +255,7 @@ static void state_free(email_state_t *st)
     free(st->track_base);
     free(st->templates);
     free(st->maildir);
-    free(st->smtp_url);
-    free(st->smtp_user);
-    free(st->smtp_password);
-    for (int i = 0; i < st->nidle; i++)
-        curl_easy_cleanup(st->idle[i]);
-    free(st->idle);
+    nt_email_smtp_free(st->smtp);
     nt_email_http_free(st->http);
     free(st);
 }
@@ -392,49 +377,42 @@ static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **er
         if (st->http == NULL)
             goto fail;
     } else if (url != NULL) {
-        if (strncmp(url, "smtp://", 7) != 0 && strncmp(url, "smtps://", 8) != 0) {
-            *errmsg = msgf("email: channel.email.smtp_url must start with smtp:// or smtps://");
-            goto fail;
-        }
-        if (host->size < offsetof(nt_channel_host_t, curl_add) + sizeof(host->curl_add) ||
-            host->curl_add == NULL) {
-            *errmsg = msgf("email: SMTP needs a host with curl_add (host ABI struct too old)");
-            goto fail;
-        }
-        st->smtp_url = strdup(url);
-        const char *user = cfg(st, "smtp_user", getenv("NT_SMTP_USER"));
-        const char *pass = cfg(st, "smtp_password", getenv("NT_SMTP_PASSWORD"));
-        st->smtp_user = user != NULL ? strdup(user) : NULL;
-        st->smtp_password = pass != NULL ? strdup(pass) : NULL;
+        nt_email_smtp_cfg_t sc = {
+            .url = url,
+            .user = cfg(st, "smtp_user", getenv("NT_SMTP_USER")),
+            .password = cfg(st, "smtp_password", getenv("NT_SMTP_PASSWORD")),
+            .timeout_ms = cfg_long(st, "timeout_ms", 30000, 100, 3600000),
+            .connect_timeout_ms = cfg_long(st, "connect_timeout_ms", 10000, 100, 600000),
+            .max_conns = (int)cfg_long(st, "max_inflight", 8, 1, 1024),
+        };
         const char *tls = cfg(st, "starttls", "try");
         if (strcmp(tls, "try") == 0) {
-            st->use_ssl = CURLUSESSL_TRY;
+            sc.tls = NT_EMAIL_TLS_TRY;
         } else if (strcmp(tls, "yes") == 0) {
-            st->use_ssl = CURLUSESSL_ALL;
+            sc.tls = NT_EMAIL_TLS_YES;
         } else if (strcmp(tls, "no") == 0) {
-            st->use_ssl = CURLUSESSL_NONE;
+            sc.tls = NT_EMAIL_TLS_NO;
         } else {
             *errmsg = msgf("email: channel.email.starttls must be try, yes or no");
             goto fail;
         }
-        st->timeout_ms = cfg_long(st, "timeout_ms", 30000, 100, 3600000);
-        st->connect_timeout_ms = cfg_long(st, "connect_timeout_ms", 10000, 100, 600000);
-        st->max_inflight = (int)cfg_long(st, "max_inflight", 8, 1, 1024);
-        if (st->timeout_ms < 0 || st->connect_timeout_ms < 0 || st->max_inflight < 0) {
+        if (sc.timeout_ms < 0 || sc.connect_timeout_ms < 0 || sc.max_conns < 0) {
             *errmsg = msgf("email: timeout_ms (100..3600000), connect_timeout_ms (100..600000) "
                            "and max_inflight (1..1024) must be numbers in range");
             goto fail;
         }
-        st->idle = calloc((size_t)st->max_inflight, sizeof(*st->idle));
-        if (st->smtp_url == NULL || (user != NULL && st->smtp_user == NULL) ||
-            (pass != NULL && st->smtp_password == NULL) || st->idle == NULL)
-            goto oom;
-        if (st->smtp_user != NULL && st->use_ssl != CURLUSESSL_ALL &&
-            strncmp(url, "smtps://", 8) != 0)
+        if (host->event_base == NULL) {
+            *errmsg = msgf("email: SMTP needs the host's event loop");
+            goto fail;
+        }
+        st->smtp = nt_email_smtp_new(host, &sc, errmsg);
+        if (st->smtp == NULL)
+            goto fail;
+        if (sc.user != NULL && sc.tls != NT_EMAIL_TLS_YES && strncmp(url, "smtps://", 8) != 0)
             logf_(st, NT_LOG_WARN, "AUTH without required TLS: set channel.email.starttls yes "
                                    "or use smtps://");
-        logf_(st, NT_LOG_INFO, "SMTP via %s, at most %d in flight, templates in %s",
-              st->smtp_url, st->max_inflight, st->templates);
+        logf_(st, NT_LOG_INFO, "SMTP via %s, at most %d connections, templates in %s", url,
+              sc.max_conns, st->templates);
     } else {
         const char *md = cfg(st, "maildir", NULL);
         st->maildir = md != NULL ? strdup(md) : msgf("%s/maildir", data_dir);
@@ -726,177 +704,43 @@ static void job_free(job_t *j)
     if (j == NULL)
         return;
     free(j->data);
-    free(j->from);
-    curl_slist_free_all(j->rcpt);
     free(j);
-}
-
-static void inflight_unlink(email_state_t *st, job_t *j)
-{
-    if (j->prev != NULL)
-        j->prev->next = j->next;
-    else
-        st->inflight = j->next;
-    if (j->next != NULL)
-        j->next->prev = j->prev;
-    j->prev = j->next = NULL;
-    st->ninflight--;
-}
-
-static size_t on_read(char *buf, size_t size, size_t nmemb, void *arg)
-{
-    job_t *j = arg;
-    size_t n = size * nmemb;
-    if (n > j->len - j->off)
-        n = j->len - j->off;
-    memcpy(buf, j->data + j->off, n);
-    j->off += n;
-    return n;
 }
 
 static void start_queued(email_state_t *st);
 
-/* Keep a finished transfer's handle for the next message (its buffers and options stay; the
- * connection itself is kept by the host's multi either way), or clean it up. */
-static void easy_release(email_state_t *st, CURL *e, int reusable)
-{
-    if (!reusable || st->nidle >= st->max_inflight) {
-        curl_easy_cleanup(e);
-        return;
-    }
-    curl_easy_setopt(e, CURLOPT_READDATA, NULL);
-    curl_easy_setopt(e, CURLOPT_MAIL_RCPT, NULL);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
-    st->idle[st->nidle++] = e;
-}
-
-static void on_smtp_done(void *easy, int code, void *arg)
+static void on_smtp_done(void *arg, nt_rc_t rc, const char *outcome, const char *detail)
 {
     job_t *j = arg;
     email_state_t *st = j->st;
-    long reply = 0;
-    curl_easy_getinfo((CURL *)easy, CURLINFO_RESPONSE_CODE, &reply);
-    inflight_unlink(st, j);
-    nt_rc_t rc;
-    const char *outcome = NULL;
-    char *detail = NULL;
-    if (code == CURLE_OK) {
-        rc = NT_OK;
-        outcome = "sent";
-        st->sent++;
-    } else if (code == CURLE_ABORTED_BY_CALLBACK) {
-        rc = NT_ECANCELED;
-    } else if (reply >= 500 && reply <= 599 && strncmp(j->errbuf, "RCPT failed", 11) == 0) {
-        /* The server refused the recipient for good: a hard bounce, reported as the outcome
-         * "bounced" (the daemon suppresses the address, the node leaves by its bounced edge). */
-        rc = NT_OK;
-        outcome = "bounced";
+    if (rc == NT_OK && outcome != NULL && strcmp(outcome, "bounced") == 0)
         st->bounced++;
-        detail = msgf("email: smtp %s: recipient refused (reply %ld)", j->msgid, reply);
-    } else {
-        /* A 5xx about this message is final; anything else (4xx, no connection, a timeout,
-         * TLS or AUTH trouble on our side) may pass later. */
-        rc = reply >= 500 && reply <= 599 && code != CURLE_LOGIN_DENIED ? NT_EPERMFAIL
-                                                                         : NT_EUNAVAIL;
-        detail = msgf("email: smtp %s: %s%s%s (reply %ld)", j->msgid,
-                      curl_easy_strerror((CURLcode)code), j->errbuf[0] ? ": " : "", j->errbuf,
-                      reply);
-    }
-    easy_release(st, (CURL *)easy, code == CURLE_OK);
-    j->easy = NULL;
+    else if (rc == NT_OK)
+        st->sent++;
     nt_channel_done_fn *done = j->done;
     void *done_arg = j->done_arg;
     job_free(j);
     done(done_arg, rc, outcome, detail);
-    free(detail);
-    start_queued(st);
+    if (!st->stopping)
+        start_queued(st);
 }
 
-/* An easy handle for a transfer: a kept one, or a new one with the options every transfer
- * shares. NULL when out of memory. */
-static CURL *easy_get(email_state_t *st)
-{
-    if (st->nidle > 0)
-        return st->idle[--st->nidle];
-    CURL *e = curl_easy_init();
-    if (e == NULL)
-        return NULL;
-    curl_easy_setopt(e, CURLOPT_URL, st->smtp_url);
-    curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-    curl_easy_setopt(e, CURLOPT_USE_SSL, st->use_ssl);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, st->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, st->connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    if (st->smtp_user != NULL)
-        curl_easy_setopt(e, CURLOPT_USERNAME, st->smtp_user);
-    if (st->smtp_password != NULL)
-        curl_easy_setopt(e, CURLOPT_PASSWORD, st->smtp_password);
-    return e;
-}
-
-/* Start j's transfer. Returns 0, or -1 (j untouched apart from its handle). */
-static int smtp_start(email_state_t *st, job_t *j)
-{
-    CURL *e = easy_get(st);
-    if (e == NULL)
-        return -1;
-    j->errbuf[0] = '\0';
-    j->off = 0;
-    curl_easy_setopt(e, CURLOPT_MAIL_FROM, j->from);
-    curl_easy_setopt(e, CURLOPT_MAIL_RCPT, j->rcpt);
-    curl_easy_setopt(e, CURLOPT_READDATA, j);
-    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)j->len);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf);
-    j->easy = e;
-    j->prev = NULL;
-    j->next = st->inflight;
-    if (st->inflight != NULL)
-        st->inflight->prev = j;
-    st->inflight = j;
-    st->ninflight++;
-    if (st->host->curl_add(e, on_smtp_done, j) != 0) {
-        inflight_unlink(st, j);
-        curl_easy_cleanup(e);
-        j->easy = NULL;
-        return -1;
-    }
-    return 0;
-}
-
-/* Build j's message and envelope. Returns NT_OK, or the outcome's code with *detail. */
-static nt_rc_t job_build(email_state_t *st, job_t *j, char **detail)
-{
-    const char *to = NULL, *from = NULL;
-    nt_rc_t rc = compose(st, j->msg, j->msgid, &j->data, &j->len, &to, &from, detail);
-    if (rc != NT_OK)
-        return rc;
-    char *rcpt = msgf("<%s>", to);
-    j->from = msgf("<%s>", from);
-    j->rcpt = rcpt != NULL ? curl_slist_append(NULL, rcpt) : NULL;
-    free(rcpt);
-    if (j->from == NULL || j->rcpt == NULL) {
-        *detail = msgf("email: out of memory");
-        return NT_EUNAVAIL;
-    }
-    return NT_OK;
-}
-
-/* Fill free slots from the queue, building each message as it starts. A job that cannot be
- * built or started completes at once. */
+/* Fill free transactions from the queue, building each message as it starts. A job that
+ * cannot be built or started completes at once. */
 static void start_queued(email_state_t *st)
 {
-    while (st->qhead != NULL && st->ninflight < st->max_inflight) {
+    while (st->qhead != NULL && nt_email_smtp_ready(st->smtp)) {
         job_t *j = st->qhead;
         st->qhead = j->next;
         if (st->qhead == NULL)
             st->qtail = NULL;
         j->next = NULL;
         char *detail = NULL;
-        nt_rc_t rc = job_build(st, j, &detail);
-        if (rc == NT_OK && smtp_start(st, j) != 0) {
+        nt_rc_t rc = compose(st, j->msg, j->msgid, &j->data, &j->len, &j->to, &j->from, &detail);
+        if (rc == NT_OK && nt_email_smtp_send(st->smtp, j->msgid, j->from, j->to, j->data,
+                                              j->len, on_smtp_done, j) != 0) {
             rc = NT_EUNAVAIL;
-            detail = msgf("email: cannot start an SMTP transfer");
+            detail = msgf("email: cannot start an SMTP transaction");
         }
         if (rc != NT_OK) {
             nt_channel_done_fn *done = j->done;
@@ -918,7 +762,7 @@ static nt_rc_t email_dispatch(void *state, const nt_message_t *msg, nt_channel_d
         done(done_arg, NT_OK, "suppressed", "email: the lead unsubscribed or is suppressed");
         return NT_OK;
     }
-    if (st->smtp_url != NULL && st->http == NULL) {
+    if (st->smtp != NULL) {
         job_t *j = calloc(1, sizeof(*j));
         if (j == NULL) {
             done(done_arg, NT_EUNAVAIL, NULL, "email: out of memory");
@@ -964,17 +808,9 @@ static void email_shutdown(void *state)
     email_state_t *st = state;
     if (st == NULL)
         return;
-    /* Transfers in flight are stopped and their handles left to the host (channel.h). */
-    while (st->inflight != NULL) {
-        job_t *j = st->inflight;
-        inflight_unlink(st, j);
-        if (st->host->curl_multi != NULL)
-            curl_multi_remove_handle(st->host->curl_multi, j->easy);
-        nt_channel_done_fn *done = j->done;
-        void *done_arg = j->done_arg;
-        job_free(j);
-        done(done_arg, NT_ECANCELED, NULL, "email: shutting down");
-    }
+    st->stopping = 1;
+    nt_email_smtp_free(st->smtp); /* transactions in flight complete with NT_ECANCELED */
+    st->smtp = NULL;
     while (st->qhead != NULL) {
         job_t *j = st->qhead;
         st->qhead = j->next;
