@@ -13,6 +13,8 @@
  *   http_url, http_auth, http_body   an HTTP JSON provider instead of SMTP (email_http.h)
  *   smtp_user, smtp_password    AUTH (or NT_SMTP_USER / NT_SMTP_PASSWORD in the environment)
  *   starttls                    try (default), yes (required), no
+ *   tls_ca                      PEM file of the certificates that verify the SMTP server
+ *                               (default: the system's)
  *   timeout_ms, connect_timeout_ms   per answer of the server, and to connect (30000, 10000)
  *   max_inflight                SMTP connections, each one message at a time (default 8),
  *                               kept open for the next messages; more messages wait in a queue
@@ -381,6 +383,7 @@ static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **er
             .url = url,
             .user = cfg(st, "smtp_user", getenv("NT_SMTP_USER")),
             .password = cfg(st, "smtp_password", getenv("NT_SMTP_PASSWORD")),
+            .ca_file = cfg(st, "tls_ca", NULL),
             .timeout_ms = cfg_long(st, "timeout_ms", 30000, 100, 3600000),
             .connect_timeout_ms = cfg_long(st, "connect_timeout_ms", 10000, 100, 600000),
             .max_conns = (int)cfg_long(st, "max_inflight", 8, 1, 1024),

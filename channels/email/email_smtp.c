@@ -75,6 +75,7 @@ struct nt_email_smtp {
     int port;
     int smtps;
     char *user, *password;
+    char *ca_file;
     nt_email_tls_t tls;
     struct timeval timeout, connect_timeout;
     int max_conns;
@@ -292,7 +293,10 @@ static SSL *ssl_for(nt_email_smtp_t *s)
         if (s->ssl == NULL)
             return NULL;
         SSL_CTX_set_min_proto_version(s->ssl, TLS1_2_VERSION);
-        SSL_CTX_set_default_verify_paths(s->ssl);
+        if (s->ca_file != NULL)
+            SSL_CTX_load_verify_locations(s->ssl, s->ca_file, NULL);
+        else
+            SSL_CTX_set_default_verify_paths(s->ssl);
         SSL_CTX_set_verify(s->ssl, SSL_VERIFY_PEER, NULL);
     }
     SSL *ssl = SSL_new(s->ssl);
@@ -689,7 +693,10 @@ nt_email_smtp_t *nt_email_smtp_new(const nt_channel_host_t *host, const nt_email
         goto bad_url;
     s->user = cfg->user != NULL ? strdup(cfg->user) : NULL;
     s->password = cfg->password != NULL ? strdup(cfg->password) : NULL;
-    if ((cfg->user != NULL && s->user == NULL) || (cfg->password != NULL && s->password == NULL))
+    s->ca_file = cfg->ca_file != NULL ? strdup(cfg->ca_file) : NULL;
+    if ((cfg->user != NULL && s->user == NULL) ||
+        (cfg->password != NULL && s->password == NULL) ||
+        (cfg->ca_file != NULL && s->ca_file == NULL))
         goto oom;
     if (s->user != NULL && strpbrk(s->user, "\r\n") != NULL) {
         *errmsg = msgf("email: channel.email.smtp_user must be one line");
@@ -745,6 +752,7 @@ void nt_email_smtp_free(nt_email_smtp_t *s)
     if (s->ssl != NULL)
         SSL_CTX_free(s->ssl);
     free(s->hostname);
+    free(s->ca_file);
     free(s->user);
     if (s->password != NULL)
         OPENSSL_cleanse(s->password, strlen(s->password));

@@ -34,6 +34,8 @@ typedef enum nt_email_tls {
 typedef struct nt_email_smtp_cfg {
     const char *url;             /* smtp://host[:port] (25) or smtps://host[:port] (465) */
     const char *user, *password; /* AUTH when user is set */
+    const char *ca_file;         /* PEM certificates to verify the server with; NULL: the
+                                  * system's */
     nt_email_tls_t tls;
     long timeout_ms;             /* for each answer of the server */
     long connect_timeout_ms;     /* to connect, greet, TLS and AUTH */

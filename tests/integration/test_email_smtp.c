@@ -1,7 +1,7 @@
 /* The email channel against a real SMTP server: Debian's aiosmtpd, run by /usr/bin/python3 on a
  * free port with the harness's handler (nt_test_smtp_start) that saves every message it accepts
  * (raw, CRLF as received), answers 451 to the first DATA of a message for tempfail@..., and 550
- * to RCPT reject@....
+ * to RCPT reject@...; and a second one that requires STARTTLS and AUTH.
  * The plugin is loaded from the build's modules directory and driven by a libevent loop with
  * the daemon's curl multi (nt_curlm), as nurtured does. Also: the maildir fallback. */
 #include <setjmp.h>
@@ -52,6 +52,7 @@ static char *data_dir;     /* the plugin's data dir (maildir) */
 static nt_test_smtp_t srv; /* aiosmtpd; srv.msgs: the messages it accepted */
 static const char *cfg_smtp_url;
 static const char *cfg_max_inflight;
+static const char *cfg_starttls, *cfg_user, *cfg_password, *cfg_ca; /* NULL: not set */
 
 static struct event_base *base;
 static nt_curlm_t *curlm;
@@ -73,6 +74,14 @@ static const char *host_config(const char *channel, const char *key, const char 
         return cfg_smtp_url;
     if (strcmp(key, "max_inflight") == 0 && cfg_max_inflight != NULL)
         return cfg_max_inflight;
+    if (strcmp(key, "starttls") == 0 && cfg_starttls != NULL)
+        return cfg_starttls;
+    if (strcmp(key, "smtp_user") == 0 && cfg_user != NULL)
+        return cfg_user;
+    if (strcmp(key, "smtp_password") == 0 && cfg_password != NULL)
+        return cfg_password;
+    if (strcmp(key, "tls_ca") == 0 && cfg_ca != NULL)
+        return cfg_ca;
     if (strcmp(key, "from") == 0)
         return "news@acme.example";
     if (strcmp(key, "from_name") == 0)
@@ -450,6 +459,77 @@ static void test_email_smtp_server_down_is_transient(void **state)
     stop_plugin(state);
 }
 
+/* A server that requires STARTTLS, then AUTH: a certificate made for 127.0.0.1, trusted through
+ * channel.email.tls_ca. */
+static void test_email_smtp_starttls_and_auth_required_by_the_server(void **state)
+{
+    nt_test_smtp_t tsrv;
+    char cmd[2048], cert[512], key[512];
+    snprintf(cert, sizeof(cert), "%s/cert.pem", tmp);
+    snprintf(key, sizeof(key), "%s/key.pem", tmp);
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1 -keyout %s -out %s 2>/dev/null",
+             key, cert);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(nt_test_smtp_start_tls(&tsrv, cert, key, "nurture", "s3cret pass"), 0);
+
+    cfg_starttls = "yes";
+    cfg_user = "nurture";
+    cfg_password = "s3cret pass";
+    cfg_ca = cert;
+    start_plugin(tsrv.url, NULL);
+    result_t r = {0};
+    send_one("lead-7|plan|node|1", "ada@example.org", &r);
+    run_loop();
+    if (r.rc != NT_OK)
+        fail_msg("over TLS with AUTH: %s", r.detail);
+    assert_string_equal(r.outcome, "sent");
+    char **paths;
+    assert_int_equal(list_eml(tsrv.msgs, &paths), 1);
+    char *msg = slurp(paths[0]);
+    assert_non_null(strstr(msg, "X-Test-Rcpt-To: ada@example.org\r\n"));
+    free(msg);
+    free_list(paths);
+    stop_plugin(state);
+
+    /* a wrong password: the server's 535, transient (ops fix credentials) */
+    cfg_password = "wrong";
+    start_plugin(tsrv.url, NULL);
+    memset(&r, 0, sizeof(r));
+    send_one("lead-7|plan|node|2", "ada@example.org", &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_EUNAVAIL);
+    if (strstr(r.detail, "535") == NULL)
+        fail_msg("wrong password: %s", r.detail);
+    stop_plugin(state);
+
+    /* a certificate nobody vouches for (the system's CAs only): refused */
+    cfg_password = "s3cret pass";
+    cfg_ca = NULL;
+    start_plugin(tsrv.url, NULL);
+    memset(&r, 0, sizeof(r));
+    send_one("lead-7|plan|node|3", "ada@example.org", &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_EUNAVAIL);
+    assert_non_null(strstr(r.detail, "TLS"));
+    stop_plugin(state);
+    assert_int_equal(list_eml(tsrv.msgs, NULL), 1);
+
+    /* TLS required, and the plain server offers none */
+    cfg_user = cfg_password = NULL;
+    start_plugin(srv.url, NULL);
+    memset(&r, 0, sizeof(r));
+    send_one("lead-7|plan|node|4", "ada@example.org", &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_EUNAVAIL);
+    assert_non_null(strstr(r.detail, "STARTTLS"));
+    stop_plugin(state);
+    assert_int_equal(list_eml(srv.msgs, NULL), 0);
+    cfg_starttls = NULL;
+    nt_test_smtp_stop(&tsrv);
+}
+
 static void test_email_smtp_many_in_flight_beyond_the_limit_queue(void **state)
 {
     start_plugin(srv.url, "3");
@@ -568,6 +648,8 @@ int main(void)
         cmocka_unit_test_teardown(test_email_smtp_451_is_retried_then_sent_once, stop_plugin),
         cmocka_unit_test_teardown(test_email_smtp_550_at_rcpt_is_a_hard_bounce, stop_plugin),
         cmocka_unit_test_teardown(test_email_smtp_server_down_is_transient, stop_plugin),
+        cmocka_unit_test_teardown(test_email_smtp_starttls_and_auth_required_by_the_server,
+                                  stop_plugin),
         cmocka_unit_test_teardown(test_email_smtp_many_in_flight_beyond_the_limit_queue,
                                   stop_plugin),
         cmocka_unit_test_teardown(test_email_maildir_writes_one_file_per_id, stop_plugin),

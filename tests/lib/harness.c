@@ -483,14 +483,27 @@ static const char smtp_py[] =
     "        os.rename(tmp, os.path.join(self.outdir, '%04d.eml' % self.n))\n"
     "        return '250 OK: queued'\n"
     "\n"
-    "async def main(port, outdir):\n"
+    "async def main(port, outdir, tls):\n"
     "    handler = Handler(outdir)\n"
+    "    kw = {}\n"
+    "    if tls:\n"
+    "        import ssl\n"
+    "        from aiosmtpd.smtp import AuthResult, LoginPassword\n"
+    "        cert, key, user, password = tls\n"
+    "        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)\n"
+    "        ctx.load_cert_chain(cert, key)\n"
+    "        def check(server, session, envelope, mechanism, data):\n"
+    "            ok = isinstance(data, LoginPassword) and data.login == user.encode() \\\n"
+    "                and data.password == password.encode()\n"
+    "            return AuthResult(success=ok, handled=False)\n"
+    "        kw = dict(tls_context=ctx, require_starttls=True, authenticator=check,\n"
+    "                  auth_required=True, auth_require_tls=True)\n"
     "    loop = asyncio.get_running_loop()\n"
-    "    srv = await loop.create_server(lambda: SMTP(handler, hostname='nt-test'),\n"
+    "    srv = await loop.create_server(lambda: SMTP(handler, hostname='nt-test', **kw),\n"
     "                                   '127.0.0.1', port)\n"
     "    await srv.serve_forever()\n"
     "\n"
-    "asyncio.run(main(int(sys.argv[1]), sys.argv[2]))\n";
+    "asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3:7]))\n";
 
 static int port_open(int port)
 {
@@ -504,6 +517,12 @@ static int port_open(int port)
 }
 
 int nt_test_smtp_start(nt_test_smtp_t *s)
+{
+    return nt_test_smtp_start_tls(s, NULL, NULL, NULL, NULL);
+}
+
+int nt_test_smtp_start_tls(nt_test_smtp_t *s, const char *cert, const char *key,
+                           const char *user, const char *password)
 {
     memset(s, 0, sizeof(*s));
     s->dir = nt_test_tmpdir("nt-smtp");
@@ -524,7 +543,10 @@ int nt_test_smtp_start(nt_test_smtp_t *s)
         s->port = nt_test_free_port();
         snprintf(port, sizeof(port), "%d", s->port);
         /* Debian's interpreter, which has python3-aiosmtpd, whatever is first on the PATH. */
-        char *argv[] = {"/usr/bin/python3", py, port, s->msgs, NULL};
+        char *argv[] = {"/usr/bin/python3", py, port, s->msgs, (char *)cert, (char *)key,
+                        (char *)user, (char *)password, NULL};
+        if (cert == NULL)
+            argv[4] = NULL;
         int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         pid_t pid = spawn(argv, -1, out);
         if (out >= 0)

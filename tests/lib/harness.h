@@ -75,6 +75,11 @@ typedef struct nt_test_smtp {
  * (10 s). Returns 0, or -1. */
 int nt_test_smtp_start(nt_test_smtp_t *s);
 
+/* The same server with STARTTLS required (cert and key: PEM files) and AUTH (PLAIN or LOGIN)
+ * with user and password required after it. Returns 0, or -1. */
+int nt_test_smtp_start_tls(nt_test_smtp_t *s, const char *cert, const char *key,
+                           const char *user, const char *password);
+
 /* Stop the server, remove its dir (unless NT_TEST_KEEP), free. Safe to call twice. */
 void nt_test_smtp_stop(nt_test_smtp_t *s);
 
