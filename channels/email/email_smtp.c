@@ -2,6 +2,7 @@
  * connection at a time, connections kept for the next message. */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,6 +290,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 static SSL *ssl_for(nt_email_smtp_t *s)
 {
     if (s->ssl == NULL) {
+        /* libevent_openssl makes its BIO method once per process and keeps it: pin the library
+         * so that unloading this plugin does not orphan it (a leak for LeakSanitizer). */
+        Dl_info di;
+        if (dladdr((void *)bufferevent_openssl_filter_new, &di) != 0 && di.dli_fname != NULL)
+            (void)dlopen(di.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
         s->ssl = SSL_CTX_new(TLS_client_method());
         if (s->ssl == NULL)
             return NULL;
@@ -524,6 +530,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     unsigned long e = bufferevent_get_openssl_error(bev);
     if (e != 0) {
         snprintf(why, sizeof(why), "TLS: %s", ERR_reason_error_string(e));
+        ERR_clear_error(); /* what the handshake left on this thread's queue */
     } else if (what & BEV_EVENT_TIMEOUT) {
         snprintf(why, sizeof(why), "no answer within %ld ms%s",
                  (long)(c->state < C_IDLE ? c->s->connect_timeout.tv_sec * 1000 +
