@@ -201,7 +201,33 @@ void nt_email_tpl_free(nt_email_tpl_t *t)
     free(t->name);
     free(t->subject);
     free(t->body);
+    free(t->html_marks);
     free(t);
+}
+
+static char *substitute(const char *tname, const char *s, const nt_kv_t *lead, size_t nlead,
+                        char ***marks, size_t *nmarks, char **errmsg);
+
+static void marks_free(char **marks, size_t nmarks)
+{
+    for (size_t i = 0; i < nmarks; i++)
+        free(marks[i]);
+    free(marks);
+}
+
+/* The body rendered once, a mark in place of each placeholder: rendering for a lead then only
+ * replaces the marks. NULL when it does not render (render says why, each time). */
+static char *html_with_marks(const nt_email_tpl_t *t)
+{
+    char **marks = NULL, *err = NULL, *html = NULL;
+    size_t nmarks = 0;
+    char *md = substitute(t->name, t->body, NULL, 0, &marks, &nmarks, &err);
+    if (md != NULL)
+        html = cmark_markdown_to_html(md, strlen(md), CMARK_OPT_SAFE);
+    free(md);
+    free(err);
+    marks_free(marks, nmarks);
+    return html;
 }
 
 nt_rc_t nt_email_tpl_parse(const char *name, const char *src, size_t len, nt_email_tpl_t **out,
@@ -270,6 +296,7 @@ nt_rc_t nt_email_tpl_parse(const char *name, const char *src, size_t len, nt_ema
         nt_email_tpl_free(t);
         return NT_EINVAL;
     }
+    t->html_marks = html_with_marks(t);
     *out = t;
     return NT_OK;
 oom:
@@ -531,7 +558,8 @@ nt_rc_t nt_email_tpl_render(const nt_email_tpl_t *t, const nt_kv_t *lead, size_t
     md = substitute(t->name, t->body, lead, nlead, &marks, &nmarks, errmsg);
     if (md == NULL)
         goto fail;
-    html = cmark_markdown_to_html(md, strlen(md), CMARK_OPT_SAFE);
+    html = t->html_marks != NULL ? t->html_marks
+                                 : cmark_markdown_to_html(md, strlen(md), CMARK_OPT_SAFE);
     if (html == NULL) {
         *errmsg = errf("template '%s' does not render", t->name);
         goto fail;
@@ -539,18 +567,16 @@ nt_rc_t nt_email_tpl_render(const nt_email_tpl_t *t, const nt_kv_t *lead, size_t
     out->html = unmark(html, marks, nmarks);
     if (out->html == NULL)
         goto fail;
-    free(html);
+    if (html != t->html_marks)
+        free(html);
     free(md);
-    for (size_t i = 0; i < nmarks; i++)
-        free(marks[i]);
-    free(marks);
+    marks_free(marks, nmarks);
     return NT_OK;
 fail:
-    free(html);
+    if (html != t->html_marks)
+        free(html);
     free(md);
-    for (size_t i = 0; i < nmarks; i++)
-        free(marks[i]);
-    free(marks);
+    marks_free(marks, nmarks);
     nt_email_rendered_fini(out);
     if (*errmsg == NULL)
         *errmsg = errf("template '%s': out of memory", t->name);

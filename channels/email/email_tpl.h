@@ -26,6 +26,9 @@ typedef struct nt_email_tpl {
     char *name;    /* template name (file name without .md) */
     char *subject; /* subject line with {{}} */
     char *body;    /* Markdown with {{}} */
+    char *html_marks; /* cmark's HTML of the body with a mark for each placeholder, made once
+                       * when parsed (the marks do not depend on the lead); NULL: rendered
+                       * with each message */
 } nt_email_tpl_t;
 
 /* A rendered template; every field malloc'd. */

@@ -489,6 +489,38 @@ static nt_email_tpl_t *parse(const char *src)
     return t;
 }
 
+/* The body is rendered once per template; each lead's render only fills the marks in, and
+ * gives what rendering the whole Markdown for that lead gives. */
+static void test_email_template_rendered_once_gives_what_rendering_each_time_gives(void **state)
+{
+    (void)state;
+    nt_email_tpl_t *t = parse("Subject: Hi {{first_name|there}}\n\n"
+                              "# Hello {{first_name|there}}\n\n"
+                              "*Teams like {{company|yours}}* read [the guide]"
+                              "(https://example.com/g?c={{company}}).\n\n- {{role|you}}\n");
+    assert_non_null(t->html_marks);
+    const nt_kv_t leads[][2] = {
+        {{"first_name", "Zoë"}, {"company", "Büro <Kraft> & \"Co\" **bold** [x](y)"}},
+        {{"first_name", ""}, {"role", "<script>alert(1)</script>"}},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        nt_email_rendered_t once, each;
+        char *err = NULL;
+        assert_int_equal(nt_email_tpl_render(t, leads[i], 2, &once, &err), NT_OK);
+        char *cached = t->html_marks;
+        t->html_marks = NULL;
+        assert_int_equal(nt_email_tpl_render(t, leads[i], 2, &each, &err), NT_OK);
+        t->html_marks = cached;
+        assert_string_equal(once.html, each.html);
+        assert_string_equal(once.text, each.text);
+        assert_null(strstr(once.html, "<script>"));
+        assert_null(strstr(once.html, "<strong>bold"));
+        nt_email_rendered_fini(&once);
+        nt_email_rendered_fini(&each);
+    }
+    nt_email_tpl_free(t);
+}
+
 static char *parse_error(const char *src)
 {
     nt_email_tpl_t *t = NULL;
@@ -702,6 +734,7 @@ int main(void)
             test_email_template_a_stored_link_starts_a_link_target_only_as_a_plain_url),
         cmocka_unit_test(test_email_template_hostile_values_are_single_lines_and_capped),
         cmocka_unit_test(test_email_template_layout_errors_name_the_line),
+        cmocka_unit_test(test_email_template_rendered_once_gives_what_rendering_each_time_gives),
         cmocka_unit_test(test_email_template_check_refuses_unknown_attributes_without_default),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
