@@ -20,6 +20,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "email_buf.h"
 #include "email_smtp.h"
 
 #define REPLY_LINE_MAX 4096 /* longer answer lines are a protocol error */
@@ -87,19 +88,6 @@ struct nt_email_smtp {
     int ntx;                 /* transactions not done yet */
 };
 
-static char *msgf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *msgf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 static void ms_tv(struct timeval *tv, long ms)
 {
     tv->tv_sec = ms / 1000;
@@ -112,7 +100,7 @@ static void pump(nt_email_smtp_t *s);
 static void xact_done(nt_email_smtp_t *s, xact_t *x, nt_rc_t rc, const char *outcome,
                       const char *what)
 {
-    char *detail = what != NULL ? msgf("email: smtp %s: %s", x->msgid, what) : NULL;
+    char *detail = what != NULL ? nt_email_msgf("email: smtp %s: %s", x->msgid, what) : NULL;
     nt_channel_done_fn *done = x->done;
     void *arg = x->done_arg;
     free(x);
@@ -344,7 +332,7 @@ static int start_tls(conn_t *c)
 /* "<step>: <code> <text>" for a detail. */
 static char *answer(const conn_t *c, const char *step)
 {
-    return msgf("%s: %d %s", step, c->code, c->text);
+    return nt_email_msgf("%s: %d %s", step, c->code, c->text);
 }
 
 /* The transaction on c failed at step with the answer in c: complete it and reset the
@@ -670,7 +658,8 @@ nt_email_smtp_t *nt_email_smtp_new(const nt_channel_host_t *host, const nt_email
     s->base = host->event_base;
     s->smtps = strncmp(cfg->url, "smtps://", 8) == 0;
     if (!s->smtps && strncmp(cfg->url, "smtp://", 7) != 0) {
-        *errmsg = msgf("email: channel.email.smtp_url must start with smtp:// or smtps://");
+        *errmsg = nt_email_msgf("email: channel.email.smtp_url must start with smtp:// or "
+                                "smtps://");
         goto fail;
     }
     const char *h = cfg->url + (s->smtps ? 8 : 7);
@@ -706,7 +695,7 @@ nt_email_smtp_t *nt_email_smtp_new(const nt_channel_host_t *host, const nt_email
         (cfg->ca_file != NULL && s->ca_file == NULL))
         goto oom;
     if (s->user != NULL && strpbrk(s->user, "\r\n") != NULL) {
-        *errmsg = msgf("email: channel.email.smtp_user must be one line");
+        *errmsg = nt_email_msgf("email: channel.email.smtp_user must be one line");
         goto fail;
     }
     s->tls = cfg->tls;
@@ -725,11 +714,11 @@ nt_email_smtp_t *nt_email_smtp_new(const nt_channel_host_t *host, const nt_email
         goto oom;
     return s;
 bad_url:
-    *errmsg = msgf("email: channel.email.smtp_url '%.120s' is not smtp[s]://host[:port]",
+    *errmsg = nt_email_msgf("email: channel.email.smtp_url '%.120s' is not smtp[s]://host[:port]",
                    cfg->url);
     goto fail;
 oom:
-    *errmsg = msgf("email: out of memory");
+    *errmsg = nt_email_msgf("email: out of memory");
 fail:
     nt_email_smtp_free(s);
     return NULL;

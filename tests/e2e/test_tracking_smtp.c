@@ -231,7 +231,8 @@ static void test_tracking_smtp_provider_bounce_later_is_an_event_the_plan_waits_
 {
     char sig[256], key[NT_KEY_MAX], *s;
     const char *body = "{\"events\":[{\"type\":\"bounced\",\"bounce\":\"hard\","
-                       "\"message\":\"sm-e:bounce:mail:1\",\"reason\":\"550 5.1.1 mailbox gone\"}]}";
+                       "\"message\":\"sm-e:bounce:mail:1\","
+                       "\"reason\":\"550 5.1.1 mailbox gone\"}]}";
     resp_t r;
 
     (void)state;
