@@ -459,6 +459,44 @@ static void test_email_smtp_server_down_is_transient(void **state)
     stop_plugin(state);
 }
 
+/* The server dies with a kept connection open. Back at once on the same port: the next message
+ * goes through on a new connection, not failed for the dead one. Still down: the message fails
+ * as transient, and its retry goes through once the server is back. */
+static void test_email_smtp_server_down_and_back_with_kept_connections(void **state)
+{
+    nt_test_smtp_t dsrv;
+    assert_int_equal(nt_test_smtp_start(&dsrv), 0);
+    start_plugin(dsrv.url, "1");
+    result_t r = {0};
+    send_one("lead-8|plan|node|1", "ada@example.org", &r);
+    run_loop();
+    assert_int_equal(r.rc, NT_OK);
+
+    nt_test_smtp_down(&dsrv);
+    assert_int_equal(nt_test_smtp_up(&dsrv), 0);
+    memset(&r, 0, sizeof(r));
+    send_one("lead-8|plan|node|2", "ada@example.org", &r);
+    run_loop();
+    if (r.rc != NT_OK)
+        fail_msg("after the server was restarted: %s", r.detail);
+
+    nt_test_smtp_down(&dsrv);
+    memset(&r, 0, sizeof(r));
+    send_one("lead-8|plan|node|3", "ada@example.org", &r);
+    run_loop();
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.rc, NT_EUNAVAIL);
+    assert_int_equal(nt_test_smtp_up(&dsrv), 0);
+    memset(&r, 0, sizeof(r));
+    send_one("lead-8|plan|node|3", "ada@example.org", &r); /* the host's retry */
+    run_loop();
+    if (r.rc != NT_OK)
+        fail_msg("after the server came back: %s", r.detail);
+    assert_int_equal(list_eml(dsrv.msgs, NULL), 3);
+    stop_plugin(state);
+    nt_test_smtp_stop(&dsrv);
+}
+
 /* A server that requires STARTTLS, then AUTH: a certificate made for 127.0.0.1, trusted through
  * channel.email.tls_ca. */
 static void test_email_smtp_starttls_and_auth_required_by_the_server(void **state)
@@ -648,6 +686,8 @@ int main(void)
         cmocka_unit_test_teardown(test_email_smtp_451_is_retried_then_sent_once, stop_plugin),
         cmocka_unit_test_teardown(test_email_smtp_550_at_rcpt_is_a_hard_bounce, stop_plugin),
         cmocka_unit_test_teardown(test_email_smtp_server_down_is_transient, stop_plugin),
+        cmocka_unit_test_teardown(test_email_smtp_server_down_and_back_with_kept_connections,
+                                  stop_plugin),
         cmocka_unit_test_teardown(test_email_smtp_starttls_and_auth_required_by_the_server,
                                   stop_plugin),
         cmocka_unit_test_teardown(test_email_smtp_many_in_flight_beyond_the_limit_queue,

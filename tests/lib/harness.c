@@ -457,7 +457,7 @@ static const char smtp_py[] =
     "    def __init__(self, outdir):\n"
     "        self.outdir = outdir\n"
     "        self.tempfailed = set()\n"
-    "        self.n = 0\n"
+    "        self.n = len(os.listdir(outdir))  # a restarted server goes on numbering\n"
     "\n"
     "    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):\n"
     "        if address.startswith('reject'):\n"
@@ -521,6 +521,49 @@ int nt_test_smtp_start(nt_test_smtp_t *s)
     return nt_test_smtp_start_tls(s, NULL, NULL, NULL, NULL);
 }
 
+/* Run the server script in s->dir on s->port (TLS and AUTH when cert is set) and wait until it
+ * accepts connections. Returns 0 with s->pid set, or -1. */
+static int smtp_spawn(nt_test_smtp_t *s, const char *cert, const char *key, const char *user,
+                      const char *password)
+{
+    char port[16];
+    char *py = xasprintf("%s/nt_test_smtp.py", s->dir);
+    char *log = xasprintf("%s/smtp.log", s->dir);
+    snprintf(port, sizeof(port), "%d", s->port);
+    /* Debian's interpreter, which has python3-aiosmtpd, whatever is first on the PATH. */
+    char *argv[] = {"/usr/bin/python3", py, port, s->msgs, (char *)cert, (char *)key,
+                    (char *)user, (char *)password, NULL};
+    if (cert == NULL)
+        argv[4] = NULL;
+    int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    pid_t pid = spawn(argv, -1, out);
+    if (out >= 0)
+        close(out);
+    free(py);
+    free(log);
+    if (pid < 0)
+        return -1;
+    proc_register(pid, PROC_SMTP, NULL, s->dir);
+    int64_t until = mono_ms() + 10000;
+    for (;;) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            proc_forget(pid);
+            return -1;
+        }
+        if (port_open(s->port)) {
+            s->pid = pid;
+            return 0;
+        }
+        if (mono_ms() > until) {
+            kill_and_reap(pid, SIGKILL, 5000);
+            proc_forget(pid);
+            return -1;
+        }
+        sleep_ms(20);
+    }
+}
+
 int nt_test_smtp_start_tls(nt_test_smtp_t *s, const char *cert, const char *key,
                            const char *user, const char *password)
 {
@@ -530,62 +573,50 @@ int nt_test_smtp_start_tls(nt_test_smtp_t *s, const char *cert, const char *key,
         return -1;
     s->msgs = xasprintf("%s/received", s->dir);
     char *py = xasprintf("%s/nt_test_smtp.py", s->dir);
-    char *log = xasprintf("%s/smtp.log", s->dir);
     FILE *f = fopen(py, "w");
     int ok = f != NULL && fputs(smtp_py, f) >= 0;
     if (f != NULL && fclose(f) != 0)
         ok = 0;
+    free(py);
     if (!ok || mkdir(s->msgs, 0755) != 0)
         goto fail;
     /* The free port may be taken before the server binds it: try a few. */
     for (int attempt = 0; attempt < 5 && s->pid <= 0; attempt++) {
-        char port[16];
         s->port = nt_test_free_port();
-        snprintf(port, sizeof(port), "%d", s->port);
-        /* Debian's interpreter, which has python3-aiosmtpd, whatever is first on the PATH. */
-        char *argv[] = {"/usr/bin/python3", py, port, s->msgs, (char *)cert, (char *)key,
-                        (char *)user, (char *)password, NULL};
-        if (cert == NULL)
-            argv[4] = NULL;
-        int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        pid_t pid = spawn(argv, -1, out);
-        if (out >= 0)
-            close(out);
-        if (pid < 0)
-            goto fail;
-        proc_register(pid, PROC_SMTP, NULL, s->dir);
-        int64_t until = mono_ms() + 10000;
-        for (;;) {
-            int st;
-            if (waitpid(pid, &st, WNOHANG) == pid) {
-                proc_forget(pid);
-                break;
-            }
-            if (port_open(s->port)) {
-                s->pid = pid;
-                break;
-            }
-            if (mono_ms() > until) {
-                kill_and_reap(pid, SIGKILL, 5000);
-                proc_forget(pid);
-                break;
-            }
-            sleep_ms(20);
-        }
+        if (smtp_spawn(s, cert, key, user, password) != 0 && s->port < 0)
+            break;
     }
     if (s->pid <= 0)
         goto fail;
     snprintf(s->url, sizeof(s->url), "smtp://127.0.0.1:%d", s->port);
-    free(py);
-    free(log);
     return 0;
 fail:
     fprintf(stderr, "harness: aiosmtpd did not start\n");
-    dump_file_tail(log, 20);
-    free(py);
-    free(log);
+    if (s->dir != NULL) {
+        char *log = xasprintf("%s/smtp.log", s->dir);
+        dump_file_tail(log, 20);
+        free(log);
+    }
     nt_test_smtp_stop(s);
     return -1;
+}
+
+void nt_test_smtp_down(nt_test_smtp_t *s)
+{
+    if (s->pid > 0) {
+        kill_and_reap(s->pid, SIGKILL, 5000);
+        proc_forget(s->pid);
+    }
+    s->pid = 0;
+}
+
+int nt_test_smtp_up(nt_test_smtp_t *s)
+{
+    /* the port was ours a moment ago; a few tries in case the kernel is slow to let it go */
+    for (int attempt = 0; attempt < 5 && s->pid <= 0; attempt++)
+        if (smtp_spawn(s, NULL, NULL, NULL, NULL) != 0)
+            sleep_ms(200);
+    return s->pid > 0 ? 0 : -1;
 }
 
 void nt_test_smtp_stop(nt_test_smtp_t *s)

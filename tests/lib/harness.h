@@ -80,6 +80,14 @@ int nt_test_smtp_start(nt_test_smtp_t *s);
 int nt_test_smtp_start_tls(nt_test_smtp_t *s, const char *cert, const char *key,
                            const char *user, const char *password);
 
+/* Kill the server (SIGKILL: connections drop as in a crash), keeping its port, dir and the
+ * messages it saved. */
+void nt_test_smtp_down(nt_test_smtp_t *s);
+
+/* Start a server killed by nt_test_smtp_down again on the same port (the plain handler, without
+ * TLS or AUTH). Returns 0, or -1. */
+int nt_test_smtp_up(nt_test_smtp_t *s);
+
 /* Stop the server, remove its dir (unless NT_TEST_KEEP), free. Safe to call twice. */
 void nt_test_smtp_stop(nt_test_smtp_t *s);
 
