@@ -304,6 +304,34 @@ static int redis_ping(int port, int timeout_ms)
     return ok;
 }
 
+static int redis_up(int port)
+{
+    return redis_ping(port, 1000);
+}
+
+/* Wait up to 10 s for the registered process pid to serve port (up(port) non-zero). Returns 0;
+ * -1 when it exited (e.g. the port was taken), -2 on timeout (killed); either way it is
+ * forgotten. */
+static int wait_serving(pid_t pid, int port, int (*up)(int port))
+{
+    int64_t until = mono_ms() + 10000;
+    for (;;) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            proc_forget(pid);
+            return -1;
+        }
+        if (up(port))
+            return 0;
+        if (mono_ms() > until) {
+            kill_and_reap(pid, SIGKILL, 5000);
+            proc_forget(pid);
+            return -2;
+        }
+        sleep_ms(20);
+    }
+}
+
 /* Start redis-server on r->port in r->dir and wait for PONG. Returns 0, -1 when it exited
  * (e.g. the port was taken), -2 on timeout (killed). */
 static int redis_spawn(nt_test_redis_t *r)
@@ -321,24 +349,10 @@ static int redis_spawn(nt_test_redis_t *r)
     if (pid < 0)
         return -1;
     proc_register(pid, PROC_REDIS, NULL, r->dir);
-    int64_t until = mono_ms() + 10000;
-    for (;;) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            proc_forget(pid);
-            return -1;
-        }
-        if (redis_ping(r->port, 1000)) {
-            r->pid = pid;
-            return 0;
-        }
-        if (mono_ms() > until) {
-            kill_and_reap(pid, SIGKILL, 5000);
-            proc_forget(pid);
-            return -2;
-        }
-        sleep_ms(20);
-    }
+    int rc = wait_serving(pid, r->port, redis_up);
+    if (rc == 0)
+        r->pid = pid;
+    return rc;
 }
 
 int nt_test_redis_start(nt_test_redis_t *r)
@@ -544,24 +558,10 @@ static int smtp_spawn(nt_test_smtp_t *s, const char *cert, const char *key, cons
     if (pid < 0)
         return -1;
     proc_register(pid, PROC_SMTP, NULL, s->dir);
-    int64_t until = mono_ms() + 10000;
-    for (;;) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            proc_forget(pid);
-            return -1;
-        }
-        if (port_open(s->port)) {
-            s->pid = pid;
-            return 0;
-        }
-        if (mono_ms() > until) {
-            kill_and_reap(pid, SIGKILL, 5000);
-            proc_forget(pid);
-            return -1;
-        }
-        sleep_ms(20);
-    }
+    if (wait_serving(pid, s->port, port_open) != 0)
+        return -1;
+    s->pid = pid;
+    return 0;
 }
 
 int nt_test_smtp_start_tls(nt_test_smtp_t *s, const char *cert, const char *key,
