@@ -578,16 +578,20 @@ static void on_get_runs(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n,
     reply_lead(r, rep, n);
 }
 
-/* The timeline is one string of lines "<at ms>|<kind>|<text>", newest first (apply.lua). */
-static json_t *timeline_json(const redisReply *x)
+/* The timeline is one string of lines "<at ms>|<kind>|<text>\n", oldest first (apply.lua); the
+ * answer holds its newest `max` entries, newest first. */
+static json_t *timeline_json(const redisReply *x, int max)
 {
     json_t *arr = json_array();
-    if (!arr || !x || x->type != REDIS_REPLY_STRING)
+    if (!arr || !x || x->type != REDIS_REPLY_STRING || max <= 0)
         return arr;
-    const char *p = x->str, *end = x->str + x->len;
-    while (p < end && json_array_size(arr) < 50) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *e = nl ? nl : end;
+    const char *begin = x->str, *e = x->str + x->len;
+    while ((int)json_array_size(arr) < max && e > begin) {
+        if (e[-1] == '\n')
+            e--;
+        const char *p = e;
+        while (p > begin && p[-1] != '\n')
+            p--;
         const char *k = memchr(p, '|', (size_t)(e - p));
         const char *m = k ? memchr(k + 1, '|', (size_t)(e - k - 1)) : NULL;
         if (k && m) {
@@ -596,7 +600,7 @@ static json_t *timeline_json(const redisReply *x)
                 arr, json_pack("{s:I,s:s%,s:o}", "at", (json_int_t)strtoll(p, NULL, 10), "kind",
                                k + 1, (size_t)(m - k - 1), "text", text ? text : json_string("")));
         }
-        p = e + 1;
+        e = p;
     }
     return arr;
 }
@@ -620,7 +624,7 @@ static void on_get_lead(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n,
         nt_api_error(r, 500, "internal", "out of memory");
         return;
     }
-    c->timeline = timeline_json(rep[1]);
+    c->timeline = timeline_json(rep[1], r->d.cfg->timeline_max);
     c->plans = calloc(c->lead.nfields ? c->lead.nfields : 1, sizeof(*c->plans));
     if (!c->plans) {
         nt_api_error(r, 500, "internal", "out of memory");

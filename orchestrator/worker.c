@@ -53,7 +53,7 @@ struct breaker {
 /* A message handed to a channel, owned by the worker until its outcome is applied. */
 struct dmsg {
     part_t *pt;
-    char *entry;            /* outbox stream id */
+    char *entry;            /* outbox field: the message id, once committed */
     char **strs;            /* every string below points into this array (owned) */
     size_t nstrs;
     size_t cstrs;
@@ -89,7 +89,8 @@ struct part {
     int queued;             /* wants a batch while the worker has its most in flight */
     int obusy;              /* outbox read in flight */
     int orecover;           /* the outbox must be read (taken over, or an apply unanswered) */
-    int64_t orecovered;     /* when it was last read (real ms) */
+    char ocursor[24];       /* where the outbox scan goes on ("" or "0": from the start) */
+    int orestart;           /* start the scan again once the read under way answers */
     dmsg_t *msgs;           /* in a channel, or parked for a retry */
     size_t nmsgs;
     dmsg_t *done;           /* delivered; outcome waiting for the next batch */
@@ -694,13 +695,25 @@ static int in_memory(const part_t *pt, const char *entry)
     return 0;
 }
 
+/* Have the whole outbox read again, from the start of its scan: a scan already under way
+ * may miss what was committed after it began. */
+static void outbox_restart(part_t *pt)
+{
+    pt->orecover = 1;
+    memcpy(pt->ocursor, "0", 2);
+    if (pt->obusy)
+        pt->orestart = 1;
+}
+
 static void on_outbox(nt_rc_t rc, redisReply *reply, void *arg)
 {
     part_t *pt = arg;
-    size_t took = 0;
 
     pt->obusy = 0;
-    if (rc != NT_OK || reply->type != REDIS_REPLY_ARRAY) {
+    if (rc != NT_OK || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2) {
+        if (pt->orestart)
+            memcpy(pt->ocursor, "0", 2);
+        pt->orestart = 0;
         check_stopped(pt->w);
         return;
     }
@@ -709,7 +722,7 @@ static void on_outbox(nt_rc_t rc, redisReply *reply, void *arg)
         check_stopped(pt->w);
         return;
     }
-    for (size_t i = 1; i < reply->elements; i++) {
+    for (size_t i = 2; i < reply->elements; i++) {
         const redisReply *e = reply->element[i];
         dmsg_t *m;
 
@@ -719,23 +732,25 @@ static void on_outbox(nt_rc_t rc, redisReply *reply, void *arg)
         m = dmsg_from_reply(pt, e);
         if (!m)
             continue;
-        took++;
         dispatch_new(pt, m);
     }
-    /* Read until a pass finds nothing new. */
-    pt->orecover = took > 0;
-    if (took)
+    /* Go on until the scan has come round (cursor "0"), or from the start when asked to
+     * while this read was under way. */
+    snprintf(pt->ocursor, sizeof(pt->ocursor), "%s", pt->orestart ? "0" : rstr(reply->element[1]));
+    pt->orecover = pt->orestart || strcmp(pt->ocursor, "0") != 0;
+    pt->orestart = 0;
+    if (pt->orecover)
         outbox_fetch(pt);
     check_stopped(pt->w);
 }
 
-/* Read what the outbox holds that is not in memory: this worker's own pending entries, entries
- * a dead worker left pending longer than a lease, and entries never read. */
+/* Read what the outbox holds that is not in memory (after a take-over, or an apply whose answer
+ * never came), a slice of the hash scan at a time. */
 static void outbox_fetch(part_t *pt)
 {
     nt_worker_t *w = pt->w;
-    char n_s[16], idle_s[16];
-    const char *argv[8];
+    char n_s[16];
+    const char *argv[7];
 
     /* Never while a batch is in flight: its apply may have committed messages whose ids have
      * not come back yet, which a read would deliver a second time. Commands run in order, so a
@@ -744,18 +759,15 @@ static void outbox_fetch(part_t *pt)
         pt->nmsgs >= w->cfg->batch)
         return;
     snprintf(n_s, sizeof(n_s), "%u", w->cfg->batch);
-    snprintf(idle_s, sizeof(idle_s), "%d", w->cfg->lease_ms);
     argv[0] = pt->k_lease;
     argv[1] = pt->k_outbox;
     argv[2] = w->id;
     argv[3] = pt->tok;
     argv[4] = n_s;
     argv[5] = pt->prefix;
-    argv[6] = idle_s;
-    argv[7] = "1";
+    argv[6] = pt->ocursor[0] ? pt->ocursor : "0";
     pt->obusy = 1;
-    pt->orecovered = nt_real_ms();
-    if (nt_redis_script(w->redis, "outbox", on_outbox, pt, 2, 8, argv, NULL) != NT_OK)
+    if (nt_redis_script(w->redis, "outbox", on_outbox, pt, 2, 7, argv, NULL) != NT_OK)
         pt->obusy = 0;
 }
 
@@ -769,6 +781,7 @@ typedef struct dinfo {
 typedef struct batch {
     part_t *pt;
     nt_mp_t dec, leads, fixes, oids; /* the four parts of the apply argument */
+    nt_mp_t rec;            /* scratch: one message's outbox record */
     uint32_t ndec, nleads, nfixes, noids;
     dinfo_t *info;          /* per decision */
     dmsg_t **msgs;          /* per committed message, in decision order */
@@ -787,6 +800,7 @@ static void batch_free(batch_t *b)
     nt_mp_fini(&b->leads);
     nt_mp_fini(&b->fixes);
     nt_mp_fini(&b->oids);
+    nt_mp_fini(&b->rec);
     for (size_t i = 0; i < b->nmsgs; i++)
         dmsg_free(b->msgs[i]);
     free(b->msgs);
@@ -871,16 +885,27 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
     for (size_t i = 0; i < d->nmsgs; i++) {
         const nt_outmsg_t *o = &d->msgs[i];
 
-        nt_mp_array(m, 5);
-        nt_mp_cstr(m, o->id);
-        nt_mp_cstr(m, o->channel);
-        nt_mp_cstr(m, o->node);
-        nt_mp_int(m, o->visit);
-        nt_mp_array(m, (uint32_t)(2 * o->nparams));
+        nt_mp_t *r = &b->rec;
+
+        /* The outbox record, stored as it is (apply.lua, outbox.lua). */
+        nt_mp_reset(r);
+        nt_mp_array(r, 7);
+        nt_mp_cstr(r, lead->id);
+        nt_mp_cstr(r, run->plan_id);
+        nt_mp_int(r, run->version);
+        nt_mp_cstr(r, o->node);
+        nt_mp_int(r, o->visit);
+        nt_mp_cstr(r, o->channel);
+        nt_mp_array(r, (uint32_t)(2 * o->nparams));
         for (size_t j = 0; j < o->nparams; j++) {
-            nt_mp_cstr(m, o->params[j].key);
-            nt_mp_cstr(m, o->params[j].value ? o->params[j].value : "");
+            nt_mp_cstr(r, o->params[j].key);
+            nt_mp_cstr(r, o->params[j].value ? o->params[j].value : "");
         }
+        if (r->oom)
+            return -1;
+        nt_mp_array(m, 2);
+        nt_mp_cstr(m, o->id);
+        nt_mp_str(m, r->buf, r->len);
         b->msgs[b->nmsgs++] = dmsg_from_decision(b->pt, lead, run, d, o);
     }
     nt_mp_str(m, h ? h : "", h ? hl : 0);
@@ -1027,7 +1052,7 @@ static void on_applied(nt_rc_t rc, redisReply *reply, void *arg)
                     rc != NT_OK ? nt_strerror(rc)
                                 : (reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
         give_back(pt, b->outs, b->nouts);
-        pt->orecover = 1;
+        outbox_restart(pt);
         part_poll(pt, 200);
     } else if (is_fenced(reply)) {
         lose_partition(pt, "fencing token changed");
@@ -1080,7 +1105,7 @@ static void on_applied(nt_rc_t rc, redisReply *reply, void *arg)
             m->entry = strdup(id);
             if (!m->entry) {
                 dmsg_free(m);
-                pt->orecover = 1;
+                outbox_restart(pt);
                 continue;
             }
             dispatch_new(pt, m);
@@ -1295,6 +1320,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
 
         batch_free(b);
         unbusy(pt);
+        outbox_fetch(pt);
         if (w->stopping)
             kick(pt);
         else if (full || pt->again || pt->ndone)
@@ -1453,13 +1479,10 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (!pt->owned || pt->w->stopping)
         return;
-    fetch(pt);
-    /* Entries a dead worker left pending are claimable only once they have been idle a lease
-     * period, which may be after this worker's first read of the outbox: read it again now and
-     * then. */
-    if (nt_real_ms() - pt->orecovered > pt->w->cfg->lease_ms)
-        pt->orecover = 1;
+    /* The outbox first: a read sent before the batch sees only what earlier applies committed
+     * (one connection, commands in order), and a partition with no other work reads it too. */
     outbox_fetch(pt);
+    fetch(pt);
     if (!pt->busy)
         part_idle(pt, -1); /* a finishing batch schedules its own */
 }
@@ -1533,7 +1556,7 @@ static void on_lease(nt_rc_t rc, redisReply *reply, void *arg)
                 lose_partition(pt, "token moved on");
             memcpy(pt->tok, tok, sizeof(tok));
             pt->owned = 1;
-            pt->orecover = 1;
+            outbox_restart(pt);
             w->owned++;
             nt_log_debug("worker", "partition %u acquired, token %s", pt->p, pt->tok);
             if (!w->stopping)

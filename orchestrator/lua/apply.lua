@@ -5,17 +5,20 @@
 --   {decisions, lead records, timer fixes, outbox ids}
 --   decision: {lead, plan, version, expected state token, node, "a"|"d", exit reason, due (0:
 --              none), visits, {attr, value|false, ...}, score delta, stage ("": unchanged),
---              {{message id, channel, node, visit, {param, value, ...}}, ...}, timeline text,
+--              {{message id, outbox record}, ...}, timeline text,
 --              {node entered, ...}, node left ("": none)}
 --   lead record: {lead, {event type, ms, ...} (events seen), timeline text, {event id, ...}}
 --   timer fix: {lead, plan, state token, due}: a timer fired without moving its run; it is set
 --              to the run's own due time (0: removed) while the run is still at that token, and
 --              removed when the run has ended or is gone
---   outbox ids: messages whose outcome this batch consumed: acknowledged and deleted
+--   outbox ids: messages whose outcome this batch consumed: deleted from the outbox
+-- The outbox is a hash: message id (the idempotency key) -> outbox record, the MessagePack
+-- array {lead, plan, version, node, visit, channel, {param, value, ...}} the worker packed
+-- (outbox.lua unpacks it when a partition is taken over).
 -- Returns {'FENCED'} or {'OK', results, message ids, marks}: per decision 0 when its state token
 -- no longer matched (nothing of it applied), 1 when applied, or the enrolment's real ms when it
--- ended the run (for the enrol-to-exit latency); per message, in order, its outbox entry id
--- ("" for messages of decisions not applied) and the lead's suppression when it was committed
+-- ended the run (for the enrol-to-exit latency); per message, in order, its message id as
+-- committed ("" for messages of decisions not applied) and the lead's suppression when it was committed
 -- ("u" unsubscribed, "s" suppressed, both, or "").
 local me, tok, now, pre, hmax = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local l = redis.call('HMGET', KEYS[1], 'owner', 'token')
@@ -36,30 +39,36 @@ local function count(plan, f, n)
   t[f] = (t[f] or 0) + n
 end
 
--- The timeline is one string of lines "<at>|<kind>|<text>", newest first, at most hmax lines:
--- far smaller in Redis than a list or stream per lead (architecture.md).
+-- The timeline is one string per lead of lines "<at>|<kind>|<text>\n", oldest first: far smaller
+-- in Redis than a list or stream per lead (architecture.md). Lines are gathered per lead over
+-- the batch and appended with one APPEND (the AOF carries only the new lines); once the string
+-- outgrows hmax lines of 160 bytes, it is cut back to its newest hmax lines.
+local tl, tlorder = {}, {}
 local function timeline(lead, kind, text)
-  local hk = pre .. 'hist:' .. lead
-  local entry = now .. '|' .. kind .. '|' .. text
-  local old = redis.call('GET', hk)
-  if not old then
-    redis.call('SET', hk, entry)
-    return
-  end
-  local pos = 0
-  for _ = 1, hmax - 1 do
-    pos = string.find(old, '\n', pos + 1, true)
-    if not pos then
-      break
-    end
-  end
-  if pos then
-    old = string.sub(old, 1, pos - 1)
-  end
-  if hmax > 1 then
-    redis.call('SET', hk, entry .. '\n' .. old)
+  local entry = now .. '|' .. kind .. '|' .. text .. '\n'
+  local t = tl[lead]
+  if t then
+    t[#t + 1] = entry
   else
-    redis.call('SET', hk, entry)
+    tl[lead] = {entry}
+    tlorder[#tlorder + 1] = lead
+  end
+end
+
+local function timeline_flush()
+  for _, lead in ipairs(tlorder) do
+    local hk = pre .. 'hist:' .. lead
+    if redis.call('APPEND', hk, table.concat(tl[lead])) > hmax * 160 then
+      local old = redis.call('GET', hk)
+      local _, lines = string.gsub(old, '\n', '\n')
+      if lines > hmax then
+        local pos = 0
+        for _ = 1, lines - hmax do
+          pos = string.find(old, '\n', pos + 1, true)
+        end
+        redis.call('SET', hk, string.sub(old, pos + 1))
+      end
+    end
   end
 end
 
@@ -92,7 +101,11 @@ for _, r in ipairs(b[2]) do
   end
 end
 ackdel(KEYS[3], 'w', acks)
-ackdel(KEYS[4], 'd', b[4])
+-- messages whose outcome this batch records leave the outbox
+local done = b[4]
+for i = 1, #done, 500 do
+  redis.call('HDEL', KEYS[4], unpack(done, i, math.min(i + 499, #done)))
+end
 
 for _, z in ipairs(b[3]) do
   local member = z[1] .. '|' .. z[2]
@@ -113,7 +126,7 @@ for _, d in ipairs(b[1]) do
   local rk = pre .. 'run:' .. lead .. ':' .. plan
   local lk = pre .. 'lead:' .. lead
   local member = lead .. '|' .. plan
-  local cur = redis.call('HMGET', rk, 't', 's', 'er')
+  local cur = redis.call('HMGET', rk, 't', 's', 'er', 'd')
   local msgs = d[13]
   if cur[1] ~= d[4] or cur[2] ~= 'a' then
     results[#results + 1] = 0
@@ -157,18 +170,16 @@ for _, d in ipairs(b[1]) do
     end
     for _, m in ipairs(msgs) do
       marks[#marks + 1] = mark
-      local args = {'XADD', KEYS[4], '*', 'id', m[1], 'l', lead, 'p', plan, 'v', v, 'n', m[3],
-                    'vi', m[4], 'c', m[2]}
-      for _, x in ipairs(m[5]) do
-        args[#args + 1] = x
-      end
-      ids[#ids + 1] = redis.call(unpack(args))
+      redis.call('HSET', KEYS[4], m[1], m[2])
+      ids[#ids + 1] = m[1]
     end
     if d[14] ~= '' then
       timeline(lead, 'step', d[14])
     end
     if status == 'd' then
-      redis.call('ZREM', KEYS[2], member)
+      if cur[4] ~= '0' then
+        redis.call('ZREM', KEYS[2], member)
+      end
       redis.call('HSET', lk, 'r:' .. plan, 'd')
       count(plan, v .. ':active', -1)
       count(plan, v .. ':exit:' .. d[7], 1)
@@ -177,7 +188,8 @@ for _, d in ipairs(b[1]) do
       count(plan, v .. ':' .. node .. ':cur', 1)
       if tonumber(due) > 0 then
         redis.call('ZADD', KEYS[2], due, member)
-      else
+      elseif cur[4] ~= '0' then
+        -- a run without a due time has no timer to remove
         redis.call('ZREM', KEYS[2], member)
       end
       results[#results + 1] = 1
@@ -193,4 +205,5 @@ for plan, t in pairs(stats) do
     end
   end
 end
+timeline_flush()
 return {'OK', results, ids, marks}

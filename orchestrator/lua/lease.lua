@@ -1,5 +1,5 @@
 -- Partition lease with a fencing token (DESIGN.md "Guarantees").
--- KEYS[1] nt:{p}:lease (hash: owner, token, until)   KEYS[2] nt:{p}:events   KEYS[3] nt:{p}:outbox
+-- KEYS[1] nt:{p}:lease (hash: owner, token, until)   KEYS[2] nt:{p}:events   KEYS[3] nt:{p}:outbox (hash)
 -- ARGV[1] worker id   ARGV[2] mode: acquire | renew | release   ARGV[3] lease ms
 -- Returns {1, token} when the caller holds the lease afterwards, {0, owner-or-empty} otherwise.
 -- Time comes from the Redis server, so workers with skewed clocks still agree.
@@ -29,8 +29,21 @@ end
 -- previous holder still has in flight is refused.
 token = token + 1
 redis.call('HSET', KEYS[1], 'owner', me, 'token', token, 'until', now + ttl)
-for i, k in ipairs({KEYS[2], KEYS[3]}) do
-  local g = (i == 1) and 'w' or 'd'
-  local ok = pcall(redis.call, 'XGROUP', 'CREATE', k, g, '0', 'MKSTREAM')
+pcall(redis.call, 'XGROUP', 'CREATE', KEYS[2], 'w', '0', 'MKSTREAM')
+-- An outbox written by an earlier version is a stream: its messages move into the hash.
+if redis.call('TYPE', KEYS[3]).ok == 'stream' then
+  local old = redis.call('XRANGE', KEYS[3], '-', '+')
+  redis.call('DEL', KEYS[3])
+  for _, e in ipairs(old) do
+    local f = e[2]
+    if f[1] == 'id' and f[13] == 'c' then
+      local params = {}
+      for i = 15, #f do
+        params[#params + 1] = f[i]
+      end
+      redis.call('HSET', KEYS[3], f[2], cmsgpack.pack({f[4], f[6], f[8], f[10], f[12], f[14],
+                                                        params}))
+    end
+  end
 end
 return {1, token}

@@ -122,7 +122,7 @@ static void test_crash_kill9_at_random_moments_every_run_ends_once(void **state)
     long left;
     ft_expect_runs_ended(&daemon_, &redis, PARTS, "crash", "c", "finished", LEADS, 120000, seed,
                          &left);
-    printf("pending 0; %ld entries left in the events and outbox streams\n", left);
+    printf("pending 0; %ld entries left in the events streams\n", left);
 
     /* Stop (status 0 expected) so that the log file is complete and quiet. */
     nt_test_daemon_stop(&daemon_);
