@@ -9,7 +9,8 @@
 
 static int setup(void **state)
 {
-    static const char *const extra[] = {"--time-scale", SCALE, "--poll-ms", "5", NULL};
+    static const char *const extra[] = {"--time-scale",   SCALE, "--poll-ms", "5",
+                                        "--timeline-max", "6",   NULL};
 
     (void)state;
     return api_setup(extra);
@@ -50,7 +51,6 @@ static void lead(const char *id, const char *attrs_json)
     assert_true(r.status == 201 || r.status == 200);
     nt_test_resp_fini(&r);
 }
-
 
 static void event(const char *id, const char *type, int machine)
 {
@@ -198,16 +198,14 @@ static void test_flow_goal_ends_run_when_lead_becomes_sql(void **state)
 
 static void test_flow_running_lead_stays_on_its_plan_version(void **state)
 {
-    static const char *v1 =
-        "id: \"versions\"\n"
-        "start: \"w\"\n"
-        "nodes { id: \"w\" wait { duration { days: 2 } next: \"x\" } }\n"
-        "nodes { id: \"x\" exit { reason: \"old_path\" } }\n";
-    static const char *v2 =
-        "id: \"versions\"\n"
-        "start: \"w\"\n"
-        "nodes { id: \"w\" wait { duration { days: 2 } next: \"y\" } }\n"
-        "nodes { id: \"y\" exit { reason: \"new_path\" } }\n";
+    static const char *v1 = "id: \"versions\"\n"
+                            "start: \"w\"\n"
+                            "nodes { id: \"w\" wait { duration { days: 2 } next: \"x\" } }\n"
+                            "nodes { id: \"x\" exit { reason: \"old_path\" } }\n";
+    static const char *v2 = "id: \"versions\"\n"
+                            "start: \"w\"\n"
+                            "nodes { id: \"w\" wait { duration { days: 2 } next: \"y\" } }\n"
+                            "nodes { id: \"y\" exit { reason: \"new_path\" } }\n";
     json_t *run;
 
     (void)state;
@@ -252,6 +250,67 @@ static void test_flow_send_follows_channel_outcome_edge(void **state)
     free(stage);
 }
 
+/* The timeline keeps a lead's newest timeline-max entries (6 here) and shows them newest first,
+ * however many steps the lead took: twenty sends write some forty lines. */
+static void test_flow_timeline_keeps_newest_entries(void **state)
+{
+    char plan[8192], key[NT_KEY_MAX], path[64];
+    size_t len = 0, i;
+    nt_test_resp_t r;
+    json_t *tl, *e;
+    long long prev = -1;
+
+    (void)state;
+    len += (size_t)snprintf(plan + len, sizeof(plan) - len, "id: \"long\"\nstart: \"s1\"\n");
+    for (i = 1; i <= 20; i++)
+        len += (size_t)snprintf(plan + len, sizeof(plan) - len,
+                                "nodes { id: \"s%zu\" send { channel: \"log\" params { name: "
+                                "\"message\" value: \"touch %zu\" } next: \"%s%zu\" } }\n",
+                                i, i, i < 20 ? "s" : "end", i < 20 ? i + 1 : (size_t)0);
+    snprintf(plan + len, sizeof(plan) - len,
+             "nodes { id: \"end0\" exit { reason: \"all_sent\" } }\n");
+    publish_plan(plan, NULL);
+    lead("flow-t", "{\"first_name\":\"Tim\"}");
+    enrol_lead("flow-t", "long");
+    wait_run("flow-t", "long", "end0", "done");
+
+    snprintf(path, sizeof(path), "/v1/leads/flow-t");
+    call("GET", path, OPS, NULL, &r);
+    expect_status(&r, 200, NULL);
+    tl = json_object_get(r.json, "timeline");
+    assert_int_equal(json_array_size(tl), 6);
+    json_array_foreach(tl, i, e)
+    {
+        long long at = json_integer_value(json_object_get(e, "at"));
+        const char *text = json_string_value(json_object_get(e, "text"));
+
+        assert_non_null(text);
+        assert_null(strchr(text, '\n'));
+        if (prev >= 0)
+            assert_true(at <= prev); /* newest first */
+        prev = at;
+    }
+    /* the newest entry is the last step: the twentieth send and the exit */
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_array_get(tl, 0), "text")), "all_sent"));
+    nt_test_resp_fini(&r);
+
+    /* In Redis: oldest first, one line each, cut back once it outgrew 6 lines of 160 bytes. */
+    unsigned p = nt_partition("flow-t", API_PARTITIONS);
+    nt_key_hist(key, p, "flow-t");
+    redisReply *x = redisCommand(env.rc, "GET %s", key);
+    assert_non_null(x);
+    assert_int_equal(x->type, REDIS_REPLY_STRING);
+    assert_true(x->len > 0 && x->str[x->len - 1] == '\n');
+    size_t lines = 0;
+    for (i = 0; i < x->len; i++)
+        lines += x->str[i] == '\n';
+    assert_true(x->len <= 6 * 160 || lines <= 6);
+    assert_true(lines >= 6);
+    assert_null(strstr(x->str, "at s1;")); /* the first send is long gone */
+    freeReplyObject(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -260,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_flow_goal_ends_run_when_lead_becomes_sql),
         cmocka_unit_test(test_flow_running_lead_stays_on_its_plan_version),
         cmocka_unit_test(test_flow_send_follows_channel_outcome_edge),
+        cmocka_unit_test(test_flow_timeline_keeps_newest_entries),
     };
 
     return cmocka_run_group_tests(tests, setup, api_teardown);
