@@ -45,6 +45,10 @@ struct nt_api_req {
     void *ctx;       /* handler state, freed with ctx_free with the request */
     void (*ctx_free)(void *ctx);
     nt_api_req_t *next, *prev; /* the server's in-flight list */
+    /* Big JSON bodies are parsed and served one at a time (http.c, "Big bodies"). */
+    const void *route;   /* the matched route while queued */
+    nt_api_req_t *qnext; /* the queue of big bodies waiting for their turn */
+    int big;             /* this request holds the server's big-body turn */
 };
 
 /* Reference counting: ref before starting an asynchronous operation, unref when its callback
@@ -60,8 +64,7 @@ void nt_api_error(nt_api_req_t *r, int status, const char *code, const char *fmt
     __attribute__((format(printf, 4, 5)));
 
 /* Reply with status and a body of any type (copied). No-op when the request is finished. */
-void nt_api_reply_raw(nt_api_req_t *r, int status, const char *ctype, const void *data,
-                      size_t len);
+void nt_api_reply_raw(nt_api_req_t *r, int status, const char *ctype, const void *data, size_t len);
 
 /* Add a response header (before the reply). */
 void nt_api_header_out(nt_api_req_t *r, const char *name, const char *value);

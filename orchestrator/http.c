@@ -5,6 +5,7 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,11 @@ struct nt_http {
     token_hash_t *tokens;
     size_t ntokens;
     nt_api_req_t *inflight;
+    /* Big bodies: the request being served and those waiting, oldest first (see "Big
+     * bodies" below). */
+    int big_busy;
+    nt_api_req_t *big_head, *big_tail;
+    struct event *big_ev;
 };
 
 /* --- Routes ---------------------------------------------------------------------------------- */
@@ -45,6 +51,8 @@ typedef void handler_fn(nt_api_req_t *r);
 
 static void health(nt_api_req_t *r);
 static void metrics(nt_api_req_t *r);
+struct route;
+static void serve(nt_api_req_t *r, const struct route *rt);
 
 typedef struct route {
     enum evhttp_cmd_type method;
@@ -55,6 +63,8 @@ typedef struct route {
 } route_t;
 
 #define ALL_ROLES (NT_API_ROLE_OPS | NT_API_ROLE_REP | NT_API_ROLE_WEBHOOK)
+/* JSON bodies from this size on are served one at a time (see "Big bodies"). */
+#define NT_BIG_BODY (256 * 1024)
 
 static const route_t routes[] = {
     {EVHTTP_REQ_GET, "/health", 0, BODY_NONE, health},
@@ -71,7 +81,8 @@ static const route_t routes[] = {
     {EVHTTP_REQ_POST, "/v1/plans/*/activate", NT_API_ROLE_OPS, BODY_JSON, nt_api_plans_activate},
     {EVHTTP_REQ_GET, "/v1/plans/*/stats", NT_API_ROLE_OPS, BODY_NONE, nt_api_plans_stats},
     {EVHTTP_REQ_POST, "/v1/webhooks/email", NT_API_ROLE_WEBHOOK, BODY_RAW, nt_api_webhook_email},
-    {EVHTTP_REQ_POST, "/v1/webhooks/webinar", NT_API_ROLE_WEBHOOK, BODY_RAW, nt_api_webhook_webinar},
+    {EVHTTP_REQ_POST, "/v1/webhooks/webinar", NT_API_ROLE_WEBHOOK, BODY_RAW,
+     nt_api_webhook_webinar},
     {EVHTTP_REQ_POST, "/v1/webhooks/event", NT_API_ROLE_WEBHOOK, BODY_RAW, nt_api_webhook_event},
     {EVHTTP_REQ_GET, "/v1/tasks", NT_API_ROLE_OPS | NT_API_ROLE_REP, BODY_NONE, nt_api_tasks_list},
     {EVHTTP_REQ_GET, "/v1/tasks/*", NT_API_ROLE_OPS | NT_API_ROLE_REP, BODY_NONE, nt_api_tasks_get},
@@ -204,6 +215,17 @@ static void req_free(nt_api_req_t *r)
     free(r->seg);
     free(r->query);
     json_decref(r->body);
+    if (r->big) {
+        /* The parsed body of a bulk request is hundreds of thousands of small jansson chunks,
+         * freed here between the worker's long-lived ones: glibc gives back by itself only
+         * what is at the top of the heap, malloc_trim the whole free pages in between too. */
+        malloc_trim(0);
+        if (r->h) {
+            r->h->big_busy = 0;
+            if (r->h->big_head)
+                event_active(r->h->big_ev, 0, 0);
+        }
+    }
     free(r);
 }
 
@@ -261,8 +283,7 @@ static void send_reply(nt_api_req_t *r, int status, const char *ctype, const cha
     nt_api_unref(r);
 }
 
-void nt_api_reply_raw(nt_api_req_t *r, int status, const char *ctype, const void *data,
-                      size_t len)
+void nt_api_reply_raw(nt_api_req_t *r, int status, const char *ctype, const void *data, size_t len)
 {
     send_reply(r, status, ctype, data, len);
 }
@@ -672,6 +693,15 @@ static void health(nt_api_req_t *r)
                                 up ? "up" : "down", "worker", w ? w : json_null()));
 }
 
+/* Big bodies waiting for their turn, the client still there. */
+static size_t big_waiting(const nt_http_t *h)
+{
+    size_t n = 0;
+    for (const nt_api_req_t *q = h ? h->big_head : NULL; q; q = q->qnext)
+        n += !q->finished;
+    return n;
+}
+
 static void metrics(nt_api_req_t *r)
 {
     char *text = NULL;
@@ -691,9 +721,13 @@ static void metrics(nt_api_req_t *r)
             "nt_redis_roundtrips_total %llu\n"
             "# HELP nt_redis_up Whether Redis is connected.\n"
             "# TYPE nt_redis_up gauge\n"
-            "nt_redis_up %d\n",
+            "nt_redis_up %d\n"
+            "# HELP nt_http_big_bodies_waiting Big request bodies waiting for their turn.\n"
+            "# TYPE nt_http_big_bodies_waiting gauge\n"
+            "nt_http_big_bodies_waiting %zu\n",
             (unsigned long long)nt_redis_commands(r->d.redis),
-            (unsigned long long)nt_redis_roundtrips(r->d.redis), nt_redis_up(r->d.redis) ? 1 : 0);
+            (unsigned long long)nt_redis_roundtrips(r->d.redis), nt_redis_up(r->d.redis) ? 1 : 0,
+            big_waiting(r->h));
     fclose(f);
     send_reply(r, 200, "text/plain; version=0.0.4", text, len);
     free(text);
@@ -860,6 +894,57 @@ static void on_request(struct evhttp_request *req, void *arg)
 
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = in ? evbuffer_get_length(in) : 0;
+    if (rt->body == BODY_JSON && len >= NT_BIG_BODY && len <= h->d.cfg->max_body) {
+        if (h->big_busy) {
+            r->route = rt;
+            nt_api_ref(r); /* the queue's */
+            if (h->big_tail)
+                h->big_tail->qnext = r;
+            else
+                h->big_head = r;
+            h->big_tail = r;
+            return;
+        }
+        h->big_busy = 1;
+        r->big = 1;
+    }
+    serve(r, rt);
+}
+
+/* Big bodies. A bulk request's parsed JSON takes about ten times its size in memory (a
+ * 1 MB enrolment of 10,000 leads: some 7 MB of jansson values, and its Redis commands on top),
+ * so a few of them at once would set nurtured's peak RSS by how many clients send in
+ * parallel. Bodies of NT_BIG_BODY bytes or more are served one at a time, in arrival order;
+ * the others wait unparsed (as libevent read them). Redis is the bottleneck of bulk work in
+ * any case, so nothing is slower for it. */
+static void on_big_turn(evutil_socket_t fd, short what, void *arg)
+{
+    nt_http_t *h = arg;
+    (void)fd;
+    (void)what;
+    while (!h->big_busy && h->big_head) {
+        nt_api_req_t *r = h->big_head;
+        h->big_head = r->qnext;
+        if (!h->big_head)
+            h->big_tail = NULL;
+        r->qnext = NULL;
+        if (!r->finished) { /* else the client left while it waited */
+            h->big_busy = 1;
+            r->big = 1;
+            serve(r, r->route);
+        }
+        nt_api_unref(r); /* the queue's */
+    }
+}
+
+/* Parse the body the route takes and call its handler. */
+static void serve(nt_api_req_t *r, const route_t *rt)
+{
+    nt_http_t *h = r->h;
+    struct evhttp_request *req = r->req;
+    enum evhttp_cmd_type method = evhttp_request_get_command(req);
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = in ? evbuffer_get_length(in) : 0;
     if (rt->body == BODY_JSON) {
         if (len > h->d.cfg->max_body) {
             nt_api_error(r, 413, "too_large", "the body has %zu bytes, more than max-body %zu", len,
@@ -974,6 +1059,9 @@ nt_http_t *nt_http_new(const nt_http_deps_t *deps, char **errmsg)
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
                                             EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(h->http, on_request, h);
+    h->big_ev = event_new(deps->base, -1, 0, on_big_turn, h);
+    if (!h->big_ev)
+        goto oom;
     h->sock = evhttp_bind_socket_with_handle(h->http, cfg->bind, (ev_uint16_t)cfg->port);
     if (!h->sock) {
         if (errmsg && asprintf(errmsg, "cannot listen on %s:%d", cfg->bind, cfg->port) < 0)
@@ -1005,6 +1093,15 @@ void nt_http_free(nt_http_t *h)
         r = next;
     }
     h->inflight = NULL;
+    /* Big bodies still waiting were answered above: drop the queue's references. */
+    while (h->big_head) {
+        r = h->big_head;
+        h->big_head = r->qnext;
+        nt_api_unref(r);
+    }
+    h->big_tail = NULL;
+    if (h->big_ev)
+        event_free(h->big_ev);
     if (h->http)
         evhttp_free(h->http);
     free(h->tokens);
