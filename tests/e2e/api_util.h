@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "harness.h"
 #include "keys.h"
@@ -195,6 +197,25 @@ API_UNUSED void enrol_lead(const char *lead, const char *plan)
     call("POST", path, OPS, body, &r);
     expect_status(&r, 202, NULL);
     nt_test_resp_fini(&r);
+}
+
+/* The header "X-Nurture-Signature: t=<t>,v1=<hex HMAC-SHA256(secret, "<t>." body)>" into hdr,
+ * computed here with OpenSSL (not with nurtured's code), to sign webhooks sent to nurtured
+ * and to check the ones it sends. */
+API_UNUSED void sign_webhook(const char *secret, long long t, const char *body, char *hdr,
+                             size_t cap)
+{
+    char *msg = NULL;
+    unsigned char mac[32];
+    unsigned int len = 0;
+    char hex[65];
+    int n = asprintf(&msg, "%lld.%s", t, body);
+
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, (size_t)n, mac, &len);
+    free(msg);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+    snprintf(hdr, cap, "X-Nurture-Signature: t=%lld,v1=%s", t, hex);
 }
 
 #endif

@@ -61,21 +61,6 @@ static void resp_fini(resp_t *r)
     memset(r, 0, sizeof(*r));
 }
 
-static void sign(const char *secret, long long t, const char *body, char *hdr, size_t cap)
-{
-    char *msg = NULL;
-    unsigned char mac[32];
-    unsigned int len = 0;
-    char hex[65];
-    int n = asprintf(&msg, "%lld.%s", t, body);
-
-    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, (size_t)n, mac, &len);
-    free(msg);
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
-    snprintf(hdr, cap, "X-Nurture-Signature: t=%lld,v1=%s", t, hex);
-}
-
 /* POST body to the webhook with the signature header line sig (NULL: none). */
 static void hook(const char *body, const char *sig, const char *token, resp_t *out)
 {
@@ -110,7 +95,7 @@ static void signed_hook(const char *body, resp_t *out)
 {
     char sig[256];
 
-    sign(WSECRET, time(NULL), body, sig, sizeof(sig));
+    sign_webhook(WSECRET, time(NULL), body, sig, sizeof(sig));
     hook(body, sig, WEBHOOK, out);
 }
 
@@ -363,15 +348,15 @@ static void test_webinar_unsigned_replayed_malformed_get_4xx_and_write_nothing(v
     hook(body, NULL, WEBHOOK, &r); /* unsigned */
     expect(&r, 401);
     resp_fini(&r);
-    sign("another-secret-0123456789", time(NULL), body, sig, sizeof(sig));
+    sign_webhook("another-secret-0123456789", time(NULL), body, sig, sizeof(sig));
     hook(body, sig, WEBHOOK, &r);
     expect(&r, 401);
     resp_fini(&r);
-    sign(WSECRET, time(NULL) - 900, body, sig, sizeof(sig)); /* too old */
+    sign_webhook(WSECRET, time(NULL) - 900, body, sig, sizeof(sig)); /* too old */
     hook(body, sig, WEBHOOK, &r);
     expect(&r, 401);
     resp_fini(&r);
-    sign(WSECRET, time(NULL), body, sig, sizeof(sig)); /* a rep may not post it */
+    sign_webhook(WSECRET, time(NULL), body, sig, sizeof(sig)); /* a rep may not post it */
     hook(body, sig, REP, &r);
     expect(&r, 403);
     resp_fini(&r);
@@ -401,7 +386,7 @@ static void test_webinar_unsigned_replayed_malformed_get_4xx_and_write_nothing(v
     free(after);
 
     /* signed once: applied; the same signature again: 409 and nothing more */
-    sign(WSECRET, time(NULL), body, sig, sizeof(sig));
+    sign_webhook(WSECRET, time(NULL), body, sig, sizeof(sig));
     hook(body, sig, WEBHOOK, &r);
     expect(&r, 200);
     assert_int_equal(num(&r, "applied"), 1);

@@ -508,21 +508,6 @@ static char *fingerprint(const char *id)
 
 /* ---- the provider webhook ---- */
 
-static void sign_webhook(const char *secret, long long t, const char *body, char *hdr, size_t cap)
-{
-    char *msg = NULL;
-    unsigned char mac[32];
-    unsigned int len = 0;
-    char hex[65];
-    int n = asprintf(&msg, "%lld.%s", t, body);
-
-    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, (size_t)n, mac, &len);
-    free(msg);
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
-    snprintf(hdr, cap, "X-Nurture-Signature: t=%lld,v1=%s", t, hex);
-}
-
 static void hook(const char *body, const char *sig_hdr, resp_t *r)
 {
     char auth[256];
