@@ -977,20 +977,20 @@ static void hook_post(nt_tasks_t *t, unsigned p, const char *id, char *body, lon
     hook_t *h = calloc(1, sizeof(*h));
     CURL *easy = curl_easy_init();
     char task[300], line[400], sig[NT_WEBHOOK_SIG_MAX];
-    struct curl_slist *l;
 
-    if (!h || !easy || !(h->id = strdup(id)) ||
-        !(h->task = strdup(esc_task(task, sizeof(task), id))))
+    if (!h || !easy)
         goto oom;
-    h->life = t->life;
+    h->life = t->life; /* hook_free drops it */
     t->life->refs++;
     h->p = p;
     h->attempt = attempt;
     h->body = body;
     body = NULL;
+    if (!(h->id = strdup(id)) || !(h->task = strdup(esc_task(task, sizeof(task), id))))
+        goto oom;
     snprintf(line, sizeof(line), "Idempotency-Key: %s", id);
     if (!(h->hdrs = curl_slist_append(NULL, "Content-Type: application/json")) ||
-        !(l = curl_slist_append(h->hdrs, line)))
+        !curl_slist_append(h->hdrs, line))
         goto oom;
     if (t->hook_secret) {
         if (nt_webhook_sig_value(t->hook_secret, nt_real_ms() / 1000, h->body, strlen(h->body),
