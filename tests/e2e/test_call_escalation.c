@@ -6,11 +6,11 @@
  * Idempotency-Key. The notification is durable (nt:{p}:hook:<escalation id>, pending in
  * nt:{p}:tasks:hooks): answers 500 are retried until one is accepted, a 400 is not retried, a
  * peer that is down gets it once it is back, and so does one that comes back while nurtured is
- * killed (-9) and started again. With the peer down the escalation happens all the same and
- * the failure is logged. A task whose lead's run has
- * left the call step expires by the daemon's periodic sweep, from the rep's list and from the
- * team queue alike, without anyone listing it: everything here is checked in Redis and the
- * peer, never through GET /v1/tasks (which would expire tasks on its own). */
+ * killed (-9) and started again; two nurtured on one Redis send each attempt once. With the
+ * peer down the escalation happens all the same and the failure is logged. A task whose lead's
+ * run has left the call step expires by the daemon's periodic sweep, from the rep's list and
+ * from the team queue alike, without anyone listing it: everything here is checked in Redis and
+ * the peer, never through GET /v1/tasks (which would expire tasks on its own). */
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,29 +25,31 @@ static nt_test_peer_t *peer;
 static int peer_port;
 static char hook_url[128];
 
+/* nurtured's arguments (a second nurtured on the same Redis gets them too). */
+static const char *const extra[] = {"--poll-ms",
+                                    "5",
+                                    "--time-scale",
+                                    "3600",
+                                    "--channel.call.team.field",
+                                    "rep1",
+                                    "--channel.call.sla_check_ms",
+                                    "50",
+                                    "--channel.call.manager_webhook",
+                                    hook_url,
+                                    "--channel.call.manager_webhook_secret",
+                                    HOOK_SECRET,
+                                    "--channel.call.manager_webhook_retries",
+                                    "60",
+                                    "--channel.call.manager_webhook_backoff_ms",
+                                    "100",
+                                    "--channel.call.manager_webhook_backoff_max_ms",
+                                    "400",
+                                    "--channel.call.manager_webhook_timeout_ms",
+                                    "2000",
+                                    NULL};
+
 static int setup(void **state)
 {
-    const char *extra[] = {"--poll-ms",
-                           "5",
-                           "--time-scale",
-                           "3600",
-                           "--channel.call.team.field",
-                           "rep1",
-                           "--channel.call.sla_check_ms",
-                           "50",
-                           "--channel.call.manager_webhook",
-                           hook_url,
-                           "--channel.call.manager_webhook_secret",
-                           HOOK_SECRET,
-                           "--channel.call.manager_webhook_retries",
-                           "60",
-                           "--channel.call.manager_webhook_backoff_ms",
-                           "100",
-                           "--channel.call.manager_webhook_backoff_max_ms",
-                           "400",
-                           "--channel.call.manager_webhook_timeout_ms",
-                           "2000",
-                           NULL};
     nt_test_resp_t r;
 
     (void)state;
@@ -567,6 +569,33 @@ static void test_webhook_pending_when_nurtured_is_killed_is_delivered_after_the_
     assert_false(hook_queued(id, "esc-6"));
 }
 
+static void test_two_nurtured_on_one_redis_post_each_attempt_once(void **st)
+{
+    const char *id = "esc-7:call_sla:call:1";
+    const int answers[] = {500};
+    nt_test_daemon_t second;
+    char *addr = nt_test_redis_addr(&env.redis);
+    size_t accepted;
+
+    (void)st;
+    memset(&second, 0, sizeof(second));
+    assert_int_equal(nt_test_daemon_start(&second, addr, extra), 0);
+    free(addr);
+    /* Both check SLAs and claim notifications every 50 ms: one escalates, one sends each
+     * attempt (the first answered 500, so the retry is up for grabs too), and neither sends it
+     * again while a POST is in flight (the peer answers after 300 ms: six ticks of each). */
+    assert_int_equal(nt_test_peer_answer(peer, answers, 1), 0);
+    nt_test_peer_delay(peer, 300);
+    enrol("esc-7", 64, "call_sla");
+    wait_hook_field(id, "esc-7", "status", "delivered");
+    usleep(600 * 1000);
+    assert_int_equal(hook_requests(id, &accepted), 2);
+    assert_int_equal(accepted, 1);
+    assert_int_equal(hook_int(id, "esc-7", "attempts"), 2);
+    nt_test_peer_delay(peer, 0);
+    nt_test_daemon_stop(&second);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -578,6 +607,7 @@ int main(void)
             test_task_past_sla_with_the_webhook_down_is_escalated_and_delivered_once_it_is_back),
         cmocka_unit_test(
             test_webhook_pending_when_nurtured_is_killed_is_delivered_after_the_restart),
+        cmocka_unit_test(test_two_nurtured_on_one_redis_post_each_attempt_once),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

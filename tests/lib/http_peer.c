@@ -10,6 +10,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -27,6 +28,7 @@ struct nt_test_peer {
     int status;
     int *queued; /* statuses for the next requests (nt_test_peer_answer) */
     size_t nqueued;
+    int delay_ms; /* nt_test_peer_delay */
     char *answer;
     int port;
     char url[64];
@@ -60,7 +62,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     nt_test_peer_req_t r = {0};
     struct evkeyval *h;
     size_t hlen = 1;
-    int status;
+    int status, delay;
 
     r.method = strdup(method_name(evhttp_request_get_command(req)));
     r.path = dup_or_empty(evhttp_request_get_uri(req));
@@ -94,6 +96,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         memmove(p->queued, p->queued + 1, --p->nqueued * sizeof(*p->queued));
     }
     r.status = status;
+    delay = p->delay_ms;
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 16;
         nt_test_peer_req_t *v = realloc(p->reqs, cap * sizeof(*v));
@@ -110,6 +113,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         nt_test_peer_req_fini(&r);
     }
     pthread_mutex_unlock(&p->mu);
+    if (delay > 0)
+        usleep((useconds_t)delay * 1000);
     out = evbuffer_new();
     if (out != NULL)
         evbuffer_add(out, p->answer, strlen(p->answer));
@@ -195,6 +200,13 @@ const char *nt_test_peer_url(const nt_test_peer_t *p)
 int nt_test_peer_port(const nt_test_peer_t *p)
 {
     return p->port;
+}
+
+void nt_test_peer_delay(nt_test_peer_t *p, int ms)
+{
+    pthread_mutex_lock(&p->mu);
+    p->delay_ms = ms;
+    pthread_mutex_unlock(&p->mu);
 }
 
 int nt_test_peer_answer(nt_test_peer_t *p, const int *statuses, size_t n)

@@ -49,6 +49,10 @@ int nt_test_peer_wait(nt_test_peer_t *p, size_t n, int timeout_ms);
 /* Copy the i-th request (from 0) into out. Returns 0, or -1 when there is none. */
 int nt_test_peer_request(nt_test_peer_t *p, size_t i, nt_test_peer_req_t *out);
 
+/* Answer each request only ms milliseconds after it arrived (0: at once), to keep a client's
+ * request in flight. The peer's thread sleeps meanwhile: requests are answered one by one. */
+void nt_test_peer_delay(nt_test_peer_t *p, int ms);
+
 /* The value of header name (case-insensitive) in r, malloc'd; NULL when absent. */
 char *nt_test_peer_header(const nt_test_peer_req_t *r, const char *name);
 
