@@ -26,6 +26,7 @@
 #include "keys.h"
 #include "log.h"
 #include "nurture/track.h"
+#include "webhook_sig.h"
 
 #define CLICK_WINDOW_MS 2000  /* clicks on two links of one message closer than this: a scanner */
 #define CLICK_RECORD_MS 60000 /* how long a message's click record lives */
@@ -422,10 +423,9 @@ static int hexval(int ch)
  * (65 bytes), or -1 after replying 401. */
 int nt_api_webhook_signed(nt_api_req_t *r, char *sig)
 {
-    const char *hdr = nt_api_header_in(r, "X-Nurture-Signature");
+    const char *hdr = nt_api_header_in(r, NT_WEBHOOK_SIG_HEADER);
     const char *secret = r->d.cfg->webhook_secret;
-    unsigned char want[EVP_MAX_MD_SIZE];
-    unsigned int wantlen = 0;
+    unsigned char want[32];
     long long ts = -1;
     const char *v1[8];
     size_t nv1 = 0;
@@ -471,25 +471,12 @@ int nt_api_webhook_signed(nt_api_req_t *r, char *sig)
                      WEBHOOK_TOLERANCE_S);
         return -1;
     }
-    {
-        char prefix[32];
-        int pl = snprintf(prefix, sizeof(prefix), "%lld.", ts);
-        unsigned char *msg = malloc((size_t)pl + r->rawlen + 1);
-
-        if (!msg) {
-            free(copy);
-            nt_api_error(r, 500, "internal", "out of memory");
-            return -1;
-        }
-        memcpy(msg, prefix, (size_t)pl);
-        if (r->rawlen)
-            memcpy(msg + pl, r->raw, r->rawlen);
-        if (!HMAC(EVP_sha256(), secret, (int)strlen(secret), msg, (size_t)pl + r->rawlen, want,
-                  &wantlen))
-            wantlen = 0;
-        free(msg);
+    if (nt_webhook_sig_mac(secret, ts, r->raw, r->rawlen, want) != 0) {
+        free(copy);
+        nt_api_error(r, 500, "internal", "out of memory");
+        return -1;
     }
-    for (size_t k = 0; k < nv1 && wantlen == 32; k++) {
+    for (size_t k = 0; k < nv1; k++) {
         unsigned char got[32];
         int ok = strlen(v1[k]) == 64;
 

@@ -15,11 +15,20 @@
 #include "lead.h"
 #include "log.h"
 #include "tz.h"
+#include "webhook_sig.h"
 
 #define DEFAULT_CAP 25
 #define DEFAULT_TEAM "sales"
-#define SLA_BATCH 20    /* overdue tasks looked at per partition and tick */
-#define SWEEP_BATCH 100 /* open tasks looked at for expiry per partition and tick */
+#define SLA_BATCH 20             /* overdue tasks looked at per partition and tick */
+#define SWEEP_BATCH 100          /* open tasks looked at for expiry per partition and tick */
+#define HOOK_BATCH 10            /* manager webhook notifications claimed per partition and tick */
+#define HOOK_INFLIGHT_MAX 64     /* POSTs in flight at most; the rest wait in Redis */
+#define HOOK_LEASE_SLACK_MS 5000 /* a claim's lease: the POST's timeout and this */
+#define HOOK_KEEP_S (7 * 24 * 3600) /* a finished notification's record is kept a week */
+#define HOOK_RETRIES 12             /* defaults of channel.call.manager_webhook_* */
+#define HOOK_BACKOFF_MS 1000
+#define HOOK_BACKOFF_MAX_MS 300000
+#define HOOK_TIMEOUT_MS 10000
 
 typedef struct rep {
     char *id;
@@ -64,7 +73,11 @@ struct nt_tasks {
     team_t *teams;
     size_t nteams;
     const char *default_team;
-    const char *webhook; /* channel.call.manager_webhook, or NULL */
+    const char *webhook;     /* channel.call.manager_webhook, or NULL */
+    const char *hook_secret; /* channel.call.manager_webhook_secret, or NULL: unsigned */
+    long hook_retries;       /* attempts after the first */
+    long hook_backoff_ms, hook_backoff_max_ms, hook_timeout_ms;
+    int hooks_inflight; /* POSTs on the multi */
     struct event *sla_ev;
     int sla_busy;       /* scripts and reads of the scan in flight */
     long long *sweep_at; /* per partition: the rank in tasks:open the expiry sweep goes on from */
@@ -259,6 +272,26 @@ static int parse_team(nt_tasks_t *t, const char *key, const char *name, const ch
     return 0;
 }
 
+/* channel.call.<key>: a number from lo to hi into *out, def when unset. Returns 0 or -1. */
+static int cfg_long(const nt_config_t *cfg, const char *key, long def, long lo, long hi, long *out,
+                    char **errmsg)
+{
+    const char *v = nt_config_channel(cfg, "call", key, NULL);
+    char *end, why[64];
+    long x;
+
+    *out = def;
+    if (!v)
+        return 0;
+    x = strtol(v, &end, 10);
+    if (end == v || *end || x < lo || x > hi) {
+        snprintf(why, sizeof(why), "a number from %ld to %ld", lo, hi);
+        return fail_cfg(errmsg, key, why);
+    }
+    *out = x;
+    return 0;
+}
+
 static int load_config(nt_tasks_t *t, char **errmsg)
 {
     const nt_config_t *cfg = t->d.cfg;
@@ -277,6 +310,26 @@ static int load_config(nt_tasks_t *t, char **errmsg)
     t->webhook = nt_config_channel(cfg, "call", "manager_webhook", NULL);
     if (t->webhook && !t->webhook[0])
         t->webhook = NULL;
+    t->hook_secret = nt_config_channel(cfg, "call", "manager_webhook_secret", NULL);
+    if (t->hook_secret && !t->hook_secret[0])
+        t->hook_secret = NULL;
+    if (t->hook_secret && strlen(t->hook_secret) < 16)
+        return fail_cfg(errmsg, "manager_webhook_secret", "at least 16 characters");
+    if (cfg_long(cfg, "manager_webhook_retries", HOOK_RETRIES, 0, 100, &t->hook_retries, errmsg) !=
+            0 ||
+        cfg_long(cfg, "manager_webhook_backoff_ms", HOOK_BACKOFF_MS, 10, 3600000,
+                 &t->hook_backoff_ms, errmsg) != 0 ||
+        cfg_long(cfg, "manager_webhook_backoff_max_ms", HOOK_BACKOFF_MAX_MS, 10, 86400000,
+                 &t->hook_backoff_max_ms, errmsg) != 0 ||
+        cfg_long(cfg, "manager_webhook_timeout_ms", HOOK_TIMEOUT_MS, 100, 300000,
+                 &t->hook_timeout_ms, errmsg) != 0)
+        return -1;
+    if (t->hook_backoff_max_ms < t->hook_backoff_ms)
+        return fail_cfg(errmsg, "manager_webhook_backoff_max_ms",
+                        "at least manager_webhook_backoff_ms");
+    if (t->webhook && !t->hook_secret)
+        nt_log_warn("tasks", "channel.call.manager_webhook_secret is not set: the manager "
+                             "webhook's POSTs go out unsigned");
     /* Teams first (they name the reps), then the reps' own settings. */
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < cfg->nextra; i++) {
@@ -364,6 +417,12 @@ char *nt_tasks_key_set(char *buf, unsigned p, const char *what, const char *name
         snprintf(buf, NT_KEY_MAX, "nt:{%u}:tasks:%s:%s", p, what, name);
     else
         snprintf(buf, NT_KEY_MAX, "nt:{%u}:tasks:%s", p, what);
+    return buf;
+}
+
+char *nt_tasks_key_hook(char *buf, unsigned p, const char *esc_id)
+{
+    snprintf(buf, NT_KEY_MAX, "nt:{%u}:hook:%s", p, esc_id);
     return buf;
 }
 
@@ -736,6 +795,7 @@ typedef struct esc {
     char *id;
     char *owner, *team, *lead, *plan, *node, *reason;
     int64_t sla;
+    int hooked; /* the escalation recorded a manager webhook notification */
 } esc_t;
 
 static void esc_free(esc_t *e)
@@ -753,75 +813,296 @@ static void esc_free(esc_t *e)
     free(e);
 }
 
+/* --- the manager webhook: durable, retried, signed ------------------------------------- */
+
+/* One partition's scan, claim or sweep in flight. */
+typedef struct scan {
+    life_t *life;
+    unsigned p;
+} scan_t;
+
+/* One POST of a notification claimed by hook_claim.lua. */
 typedef struct hook {
+    life_t *life;
+    unsigned p;
+    long attempt; /* as claimed: hook_done.lua ignores the answer once another was claimed */
+    char *id;     /* the escalation id, sent as Idempotency-Key */
+    char *task;   /* for the log lines */
     char *body;
     struct curl_slist *hdrs;
-    char *task; /* for the log line */
+    long status;     /* HTTP status of the answer, 0: none */
+    const char *why; /* what went wrong ("" when delivered); static or curl's */
 } hook_t;
 
 static void hook_free(hook_t *h)
 {
+    if (!h)
+        return;
+    life_unref(h->life);
     curl_slist_free_all(h->hdrs);
-    free(h->body);
+    free(h->id);
     free(h->task);
+    free(h->body);
     free(h);
 }
 
-/* The webhook is a notification: the escalation is done either way, so a failure is logged
- * (the task is in the team queue, escalated) and not retried. */
-static void on_hook_done(CURL *easy, CURLcode result, void *arg)
+/* The task's id in an escalation id "<task id>:esc", into buf. */
+static const char *esc_task(char *buf, size_t cap, const char *id)
+{
+    size_t n = strlen(id);
+
+    if (n > 4 && strcmp(id + n - 4, ":esc") == 0)
+        n -= 4;
+    snprintf(buf, cap, "%.*s", (int)(n < cap ? n : cap - 1), id);
+    return buf;
+}
+
+/* The next attempt after `attempt` failed: base * 2^(attempt-1), at most max, half of it
+ * jittered so that processes and notifications that failed together do not retry together. */
+static int64_t hook_backoff(const nt_tasks_t *t, long attempt)
+{
+    int64_t ms = t->hook_backoff_ms;
+
+    for (long i = 1; i < attempt && ms < t->hook_backoff_max_ms; i++)
+        ms *= 2;
+    if (ms > t->hook_backoff_max_ms)
+        ms = t->hook_backoff_max_ms;
+    return ms / 2 + (int64_t)(random() % (ms / 2 + 1));
+}
+
+static void on_hook_recorded(nt_rc_t rc, redisReply *reply, void *arg)
 {
     hook_t *h = arg;
-    long status = 0;
+    const char *st;
 
-    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
-    if (result != CURLE_OK || status < 200 || status > 299)
-        nt_log_warn("tasks", "manager webhook for task %s failed: %s (HTTP %ld); the task is "
-                    "escalated to its team queue all the same", h->task,
-                    result != CURLE_OK ? curl_easy_strerror(result) : "refused", status);
-    curl_easy_cleanup(easy);
+    if (rc != NT_OK || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+        reply->element[0]->type != REDIS_REPLY_STRING) {
+        if (rc == NT_OK && reply && reply->type == REDIS_REPLY_ERROR)
+            nt_log_error("tasks", "hook_done: %s", reply->str);
+        else
+            nt_log_warn("tasks",
+                        "manager webhook for task %s: attempt %ld's answer was not "
+                        "recorded (%s); it is tried again when its lease is over",
+                        h->task, h->attempt, nt_strerror(rc == NT_OK ? NT_EUNAVAIL : rc));
+        hook_free(h);
+        return;
+    }
+    st = reply->elements > 1 && reply->element[1]->type == REDIS_REPLY_STRING
+             ? reply->element[1]->str
+             : "stale";
+    if (strcmp(st, "delivered") == 0)
+        nt_log_info("tasks", "manager webhook for task %s delivered (attempt %ld, HTTP %ld)",
+                    h->task, h->attempt, h->status);
+    else if (strcmp(st, "failed") == 0)
+        nt_log_error("tasks",
+                     "manager webhook for task %s failed: %s (HTTP %ld); given up "
+                     "after %ld attempts",
+                     h->task, h->why, h->status, h->attempt);
+    else if (strcmp(st, "stale") == 0)
+        nt_log_info("tasks",
+                    "manager webhook for task %s: attempt %ld answered after its "
+                    "lease (another attempt took over)",
+                    h->task, h->attempt);
     hook_free(h);
 }
 
-/* POST {"event":"task.escalated",...} to channel.call.manager_webhook on the loop's multi. */
-static void notify_manager(nt_tasks_t *t, const esc_t *e)
+/* Classify the answer (2xx delivered; 4xx but 408 and 429 permanent; anything else, and no
+ * answer, retried) and record it with hook_done.lua. The escalation stands either way. */
+static void on_hook_done(CURL *easy, CURLcode result, void *arg)
 {
-    hook_t *h;
-    CURL *easy;
-    json_t *j;
+    hook_t *h = arg;
+    nt_tasks_t *t = h->life->t;
+    const char *outcome = "retry";
+    char k1[NT_KEY_MAX], k2[NT_KEY_MAX], att[24], delay[24], status[24], max[24], keep[24];
+    const char *argv[10];
+    int64_t ms = 0;
 
-    if (!t->webhook || !t->d.curlm)
-        return;
-    j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "event", "task.escalated", "task",
-                  e->id, "lead", e->lead ? e->lead : "", "plan", e->plan ? e->plan : "", "node",
-                  e->node ? e->node : "", "from", e->owner ? e->owner : "", "team",
-                  e->team ? e->team : "", "reason", e->reason ? e->reason : "", "sla",
-                  (json_int_t)e->sla);
-    h = calloc(1, sizeof(*h));
-    easy = curl_easy_init();
-    if (!j || !h || !easy || !(h->body = json_dumps(j, JSON_COMPACT)) ||
-        !(h->task = strdup(e->id)) ||
-        !(h->hdrs = curl_slist_append(NULL, "Content-Type: application/json"))) {
-        nt_log_warn("tasks", "manager webhook for task %s: out of memory", e->id);
-        json_decref(j);
-        if (easy)
-            curl_easy_cleanup(easy);
-        if (h)
-            hook_free(h);
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &h->status);
+    curl_easy_cleanup(easy);
+    if (t)
+        t->hooks_inflight--;
+    if (!t || result == CURLE_ABORTED_BY_CALLBACK) {
+        /* Shutting down: the claim's lease runs out and a later process sends it. */
+        hook_free(h);
         return;
     }
-    json_decref(j);
+    if (result != CURLE_OK) {
+        h->status = 0;
+        h->why = curl_easy_strerror(result);
+    } else if (h->status >= 200 && h->status <= 299) {
+        outcome = "delivered";
+        h->why = "";
+    } else if (h->status >= 400 && h->status <= 499 && h->status != 408 && h->status != 429) {
+        outcome = "drop";
+        h->why = "refused";
+        nt_log_warn("tasks",
+                    "manager webhook for task %s refused (HTTP %ld): not retried, "
+                    "a 4xx other than 408 and 429 is permanent",
+                    h->task, h->status);
+    } else {
+        h->why = "refused";
+    }
+    if (strcmp(outcome, "retry") == 0) {
+        ms = hook_backoff(t, h->attempt);
+        if (h->attempt <= t->hook_retries)
+            nt_log_warn("tasks",
+                        "manager webhook for task %s failed: %s (HTTP %ld), attempt "
+                        "%ld of %ld, again in %" PRId64 " ms; the task is escalated to its "
+                        "team queue all the same",
+                        h->task, h->why, h->status, h->attempt, t->hook_retries + 1, ms);
+    }
+    snprintf(att, sizeof(att), "%ld", h->attempt);
+    snprintf(delay, sizeof(delay), "%" PRId64, ms);
+    snprintf(status, sizeof(status), "%ld", h->status);
+    snprintf(max, sizeof(max), "%ld", t->hook_retries + 1);
+    snprintf(keep, sizeof(keep), "%d", HOOK_KEEP_S);
+    argv[0] = nt_tasks_key_set(k1, h->p, "hooks", NULL);
+    argv[1] = nt_tasks_key_hook(k2, h->p, h->id);
+    argv[2] = h->id;
+    argv[3] = att;
+    argv[4] = outcome;
+    argv[5] = delay;
+    argv[6] = status;
+    argv[7] = h->why;
+    argv[8] = max;
+    argv[9] = keep;
+    if (nt_redis_script(t->d.redis, "hook_done", on_hook_recorded, h, 2, 10, argv, NULL) != NT_OK)
+        hook_free(h);
+}
+
+/* POST one claimed notification to channel.call.manager_webhook on the loop's multi, with
+ * Idempotency-Key: <escalation id> and, with a secret, X-Nurture-Signature. Takes body. */
+static void hook_post(nt_tasks_t *t, unsigned p, const char *id, char *body, long attempt)
+{
+    hook_t *h = calloc(1, sizeof(*h));
+    CURL *easy = curl_easy_init();
+    char task[300], line[400], sig[NT_WEBHOOK_SIG_MAX];
+
+    if (!h || !easy)
+        goto oom;
+    h->life = t->life; /* hook_free drops it */
+    t->life->refs++;
+    h->p = p;
+    h->attempt = attempt;
+    h->body = body;
+    body = NULL;
+    if (!(h->id = strdup(id)) || !(h->task = strdup(esc_task(task, sizeof(task), id))))
+        goto oom;
+    snprintf(line, sizeof(line), "Idempotency-Key: %s", id);
+    if (!(h->hdrs = curl_slist_append(NULL, "Content-Type: application/json")) ||
+        !curl_slist_append(h->hdrs, line))
+        goto oom;
+    if (t->hook_secret) {
+        if (nt_webhook_sig_value(t->hook_secret, nt_real_ms() / 1000, h->body, strlen(h->body),
+                                 sig) != 0)
+            goto oom;
+        snprintf(line, sizeof(line), NT_WEBHOOK_SIG_HEADER ": %s", sig);
+        if (!curl_slist_append(h->hdrs, line))
+            goto oom;
+    }
     curl_easy_setopt(easy, CURLOPT_URL, t->webhook);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, h->body);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h->hdrs);
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, t->hook_timeout_ms);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
     if (nt_curlm_add(t->d.curlm, easy, on_hook_done, h) != 0) {
-        nt_log_warn("tasks", "manager webhook for task %s: the transfer could not start", e->id);
+        nt_log_warn("tasks",
+                    "manager webhook for task %s: the transfer could not start; it is "
+                    "tried again when its lease is over",
+                    h->task);
         curl_easy_cleanup(easy);
         hook_free(h);
+        return;
     }
+    t->hooks_inflight++;
+    return;
+oom:
+    nt_log_warn("tasks",
+                "manager webhook %s: out of memory; it is tried again when its lease "
+                "is over",
+                id);
+    if (easy)
+        curl_easy_cleanup(easy);
+    free(body);
+    hook_free(h);
+}
+
+/* hook_claim.lua's reply: {{id, body, attempt}, ...}, each claimed for this process. */
+static void on_hooks_claimed(nt_rc_t rc, redisReply *reply, void *arg)
+{
+    scan_t *s = arg;
+    nt_tasks_t *t = s->life->t;
+
+    if (t && rc == NT_OK && reply && reply->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < reply->elements; i++) {
+            const redisReply *x = reply->element[i];
+            char *body;
+
+            if (x->type != REDIS_REPLY_ARRAY || x->elements != 3 ||
+                x->element[0]->type != REDIS_REPLY_STRING ||
+                x->element[1]->type != REDIS_REPLY_STRING ||
+                x->element[2]->type != REDIS_REPLY_INTEGER)
+                continue;
+            body = strdup(x->element[1]->str);
+            if (!body)
+                continue;
+            hook_post(t, s->p, x->element[0]->str, body, (long)x->element[2]->integer);
+        }
+    } else if (t && rc == NT_OK && reply && reply->type == REDIS_REPLY_ERROR) {
+        nt_log_error("tasks", "hook_claim: %s", reply->str);
+    }
+    if (t && --t->sla_busy < 0)
+        t->sla_busy = 0;
+    life_unref(s->life);
+    free(s);
+}
+
+/* Claim partition p's due notifications (none while HOOK_INFLIGHT_MAX POSTs are in flight:
+ * they wait in Redis). */
+static void hook_claim(nt_tasks_t *t, unsigned p)
+{
+    char k[NT_KEY_MAX], n[16], lease[24], max[24], keep[24];
+    const char *argv[5];
+    scan_t *s;
+
+    if (!t->webhook || !t->d.curlm || t->hooks_inflight >= HOOK_INFLIGHT_MAX)
+        return;
+    s = malloc(sizeof(*s));
+    if (!s)
+        return;
+    s->life = t->life;
+    s->p = p;
+    snprintf(n, sizeof(n), "%d", HOOK_BATCH);
+    /* Longer than a POST may take, so that nobody else claims what is still being sent. */
+    snprintf(lease, sizeof(lease), "%ld", t->hook_timeout_ms + HOOK_LEASE_SLACK_MS);
+    snprintf(max, sizeof(max), "%ld", t->hook_retries + 1);
+    snprintf(keep, sizeof(keep), "%d", HOOK_KEEP_S);
+    argv[0] = nt_tasks_key_set(k, p, "hooks", NULL);
+    argv[1] = n;
+    argv[2] = lease;
+    argv[3] = max;
+    argv[4] = keep;
+    if (nt_redis_script(t->d.redis, "hook_claim", on_hooks_claimed, s, 1, 5, argv, NULL) == NT_OK) {
+        t->sla_busy++;
+        t->life->refs++;
+    } else {
+        free(s);
+    }
+}
+
+/* The webhook's body: {"event":"task.escalated","escalation",...}, malloc'd; NULL out of
+ * memory. */
+static char *hook_body(const esc_t *e, const char *esc_id)
+{
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "event", "task.escalated",
+                          "escalation", esc_id, "task", e->id, "lead", e->lead, "plan", e->plan,
+                          "node", e->node, "from", e->owner, "team", e->team, "reason", e->reason,
+                          "sla", (json_int_t)e->sla);
+    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+    json_decref(j);
+    return body;
 }
 
 static void on_escalated(nt_rc_t rc, redisReply *reply, void *arg)
@@ -851,7 +1132,8 @@ static void on_escalated(nt_rc_t rc, redisReply *reply, void *arg)
         if (e->owner && e->owner[0])
             nt_redis_cmd(e->life->t->d.redis, on_counted, NULL, "HINCRBY %s open -1",
                          nt_tasks_key_rep(k, e->owner));
-        notify_manager(e->life->t, e);
+        if (e->hooked)
+            hook_claim(e->life->t, nt_tasks_partition(e->life->t, e->id));
     }
     esc_free(e);
 }
@@ -868,8 +1150,11 @@ static void on_esc_read(nt_rc_t rc, redisReply *reply, void *arg)
 {
     esc_t *e = arg;
     nt_tasks_t *t = e->life->t;
-    char k1[NT_KEY_MAX], k2[NT_KEY_MAX], k3[NT_KEY_MAX], k4[NT_KEY_MAX], nows[24];
-    const char *argv[9];
+    char k1[NT_KEY_MAX], k2[NT_KEY_MAX], k3[NT_KEY_MAX], k4[NT_KEY_MAX], k5[NT_KEY_MAX],
+        k6[NT_KEY_MAX], nows[24], esc_id[300];
+    const char *argv[13];
+    char *body = NULL;
+    int n = 0, nkeys;
     unsigned p;
 
     if (!t || rc != NT_OK || !reply || reply->type != REDIS_REPLY_ARRAY ||
@@ -895,23 +1180,36 @@ static void on_esc_read(nt_rc_t rc, redisReply *reply, void *arg)
     }
     p = nt_tasks_partition(t, e->id);
     snprintf(nows, sizeof(nows), "%" PRId64, nt_now_ms());
-    argv[0] = nt_tasks_key_task(k1, p, e->id);
-    argv[1] = nt_tasks_key_holder(k2, p, e->owner, e->team);
-    argv[2] = nt_tasks_key_holder(k3, p, NULL, e->team);
-    argv[3] = nt_tasks_key_set(k4, p, "sla", NULL);
-    argv[4] = e->id;
-    argv[5] = "escalate";
-    argv[6] = e->owner;
-    argv[7] = "";
-    argv[8] = nows;
-    if (nt_redis_script(t->d.redis, "task_move", on_escalated, e, 4, 9, argv, NULL) != NT_OK)
+    argv[n++] = nt_tasks_key_task(k1, p, e->id);
+    argv[n++] = nt_tasks_key_holder(k2, p, e->owner, e->team);
+    argv[n++] = nt_tasks_key_holder(k3, p, NULL, e->team);
+    argv[n++] = nt_tasks_key_set(k4, p, "sla", NULL);
+    if (t->webhook && t->d.curlm) {
+        /* The notification is recorded by the escalation itself (task_move.lua). */
+        snprintf(esc_id, sizeof(esc_id), "%s:esc", e->id);
+        body = hook_body(e, esc_id);
+        if (!body) {
+            esc_free(e);
+            return;
+        }
+        e->hooked = 1;
+        argv[n++] = nt_tasks_key_hook(k5, p, esc_id);
+        argv[n++] = nt_tasks_key_set(k6, p, "hooks", NULL);
+    }
+    nkeys = n;
+    argv[n++] = e->id;
+    argv[n++] = "escalate";
+    argv[n++] = e->owner;
+    argv[n++] = "";
+    argv[n++] = nows;
+    if (body) {
+        argv[n++] = esc_id;
+        argv[n++] = body;
+    }
+    if (nt_redis_script(t->d.redis, "task_move", on_escalated, e, nkeys, n, argv, NULL) != NT_OK)
         esc_free(e);
+    free(body);
 }
-
-typedef struct scan {
-    life_t *life;
-    unsigned p;
-} scan_t;
 
 static void on_overdue(nt_rc_t rc, redisReply *reply, void *arg)
 {
@@ -1017,6 +1315,7 @@ static void on_sla_tick(evutil_socket_t fd, short what, void *arg)
         } else {
             free(w);
         }
+        hook_claim(t, p);
     }
 }
 

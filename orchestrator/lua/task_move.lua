@@ -4,6 +4,10 @@
 -- KEYS[4] nt:{p}:tasks:sla
 -- ARGV[1] id  ARGV[2] op: claim | reassign | escalate  ARGV[3] expected owner ("" = the queue)
 -- ARGV[4] new owner ("" = the team queue)  ARGV[5] now (ms)
+-- Escalating with a manager webhook configured also gives KEYS[5] nt:{p}:hook:<escalation id>
+-- KEYS[6] nt:{p}:tasks:hooks  ARGV[6] escalation id  ARGV[7] the webhook's body: the notification is
+-- recorded pending (due at once) in this same step, so that no escalation goes unannounced
+-- when nurtured dies before its POST (tasks.c delivers it: hook_claim.lua, hook_done.lua).
 -- Returns {"ok", old owner}, {"missing"}, {"done"}, {"moved"} (owner changed meanwhile),
 -- {"already"} (escalated before) or {"expired", owner whose count to lower ("": expired
 -- before), why}.
@@ -65,6 +69,12 @@ if op == 'escalate' then
   end
   redis.call('HSET', KEYS[1], 'owner', '', 'status', 'open', 'escalated', ARGV[5])
   redis.call('ZREM', KEYS[4], ARGV[1])
+  if KEYS[6] and ARGV[6] and ARGV[6] ~= '' then
+    redis.call('HSET', KEYS[5], 'task', ARGV[1], 'body', ARGV[7], 'status', 'pending',
+               'attempts', 0, 'created', ARGV[5])
+    redis.call('ZADD', KEYS[6], 0, ARGV[6])
+    redis.call('HSET', KEYS[1], 'escalation', ARGV[6])
+  end
 elseif op == 'claim' then
   redis.call('HSET', KEYS[1], 'owner', ARGV[4], 'status', 'claimed', 'claimed', ARGV[5])
 else

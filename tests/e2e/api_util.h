@@ -9,8 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "harness.h"
 #include "keys.h"
@@ -195,6 +198,105 @@ API_UNUSED void enrol_lead(const char *lead, const char *plan)
     call("POST", path, OPS, body, &r);
     expect_status(&r, 202, NULL);
     nt_test_resp_fini(&r);
+}
+
+/* Compile the plan textpb (protobuf text) and publish it as ops: 201, or also 409 (published
+ * before) when republish is set; anything else fails the test. */
+API_UNUSED void publish_textpb(const char *textpb, int republish)
+{
+    char path[] = "/tmp/nt-plan-XXXXXX";
+    int fd = mkstemp(path);
+    uint8_t *bin = NULL;
+    size_t len = 0;
+    nt_test_resp_t r;
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, textpb, strlen(textpb)), (ssize_t)strlen(textpb));
+    close(fd);
+    assert_int_equal(nt_test_compile_plan(path, &bin, &len), 0);
+    unlink(path);
+    call_raw("POST", "/v1/plans", OPS, "application/x-protobuf", bin, len, &r);
+    free(bin);
+    if (r.status != 201 && !(republish && r.status == 409))
+        fail_msg("publish: %ld %s", r.status, r.body);
+    nt_test_resp_fini(&r);
+}
+
+/* GET /v1/leads/<id> as ops: the lead (a new reference), NULL when not 200. */
+API_UNUSED json_t *lead_get(const char *id)
+{
+    char path[256];
+    nt_test_resp_t r;
+    json_t *j;
+
+    snprintf(path, sizeof(path), "/v1/leads/%s", id);
+    call("GET", path, OPS, NULL, &r);
+    j = r.status == 200 ? json_incref(r.json) : NULL;
+    nt_test_resp_fini(&r);
+    return j;
+}
+
+/* A run wanted: the lead's run in plan at node (NULL: any) with status (NULL: any). */
+typedef struct lead_run {
+    const char *lead, *plan, *node, *status;
+} lead_run_t;
+
+/* For nt_test_wait_until: does the lead have the run arg (a lead_run_t) describes? */
+API_UNUSED int lead_run_is(void *arg)
+{
+    const lead_run_t *w = arg;
+    json_t *l = lead_get(w->lead), *run;
+    size_t i;
+    int ok = 0;
+
+    json_array_foreach(json_object_get(l, "runs"), i, run)
+    {
+        const char *p = json_string_value(json_object_get(run, "plan"));
+        const char *n = json_string_value(json_object_get(run, "node"));
+        const char *s = json_string_value(json_object_get(run, "status"));
+
+        if (p && strcmp(p, w->plan) == 0 && n && (!w->node || strcmp(n, w->node) == 0) &&
+            (!w->status || (s && strcmp(s, w->status) == 0)))
+            ok = 1;
+    }
+    json_decref(l);
+    return ok;
+}
+
+/* Wait up to 30 s for lead id's run in plan to be at node (NULL: any) with status (NULL: any);
+ * else fail, printing the lead and the daemon's log. */
+API_UNUSED void wait_lead_run(const char *id, const char *plan, const char *node,
+                              const char *status)
+{
+    lead_run_t w = {id, plan, node, status};
+
+    if (nt_test_wait_until(lead_run_is, &w, 30000) != 0) {
+        json_t *l = lead_get(id);
+        char *s = l ? json_dumps(l, 0) : NULL;
+
+        nt_test_daemon_dump_log(&env.daemon);
+        fail_msg("%s in %s: wanted node %s, have %s", id, plan, node ? node : "any",
+                 s ? s : "no lead");
+    }
+}
+
+/* The header "X-Nurture-Signature: t=<t>,v1=<hex HMAC-SHA256(secret, "<t>." body)>" into hdr,
+ * computed here with OpenSSL (not with nurtured's code), to sign webhooks sent to nurtured
+ * and to check the ones it sends. */
+API_UNUSED void sign_webhook(const char *secret, long long t, const char *body, char *hdr,
+                             size_t cap)
+{
+    char *msg = NULL;
+    unsigned char mac[32];
+    unsigned int len = 0;
+    char hex[65];
+    int n = asprintf(&msg, "%lld.%s", t, body);
+
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, (size_t)n, mac, &len);
+    free(msg);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+    snprintf(hdr, cap, "X-Nurture-Signature: t=%lld,v1=%s", t, hex);
 }
 
 #endif

@@ -28,25 +28,6 @@ static int setup(void **state)
     return api_setup(extra);
 }
 
-static void publish_plan(const char *textpb)
-{
-    char path[] = "/tmp/nt-call-XXXXXX";
-    int fd = mkstemp(path);
-    uint8_t *bin = NULL;
-    size_t len = 0;
-    nt_test_resp_t r;
-
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, textpb, strlen(textpb)), (ssize_t)strlen(textpb));
-    close(fd);
-    assert_int_equal(nt_test_compile_plan(path, &bin, &len), 0);
-    unlink(path);
-    call_raw("POST", "/v1/plans", OPS, "application/x-protobuf", bin, len, &r);
-    free(bin);
-    expect_status(&r, 201, NULL);
-    nt_test_resp_fini(&r);
-}
-
 /* A plan "<id>" whose start is a call to team with an SLA, booked/missed exits. */
 static void call_plan(const char *id, const char *team, const char *sla)
 {
@@ -67,7 +48,7 @@ static void call_plan(const char *id, const char *team, const char *sla)
              "nodes { id: \"end\" exit { reason: \"meeting_booked\" } }\n"
              "nodes { id: \"missed\" exit { reason: \"no_answer\" } }\n",
              id, team, sla);
-    publish_plan(text);
+    publish_textpb(text, 0);
 }
 
 static void lead(const char *id, const char *attrs_json, int score)
@@ -483,7 +464,7 @@ static void test_call_task_expires_when_its_run_timed_out(void **state)
     char *v;
 
     (void)state;
-    publish_plan(plan);
+    publish_textpb(plan, 0);
     lead("call-x1", "{\"owner\":\"rep2\"}", 40);
     lead("call-x2", "{\"owner\":\"rep2\"}", 41);
     open0 = rep_open(REP2, "rep2");

@@ -326,25 +326,6 @@ static int teardown(void **state)
     return api_teardown(state);
 }
 
-static void publish_plan(const char *textpb)
-{
-    char path[] = "/tmp/nt-inbox-plan-XXXXXX";
-    int fd = mkstemp(path);
-    uint8_t *bin = NULL;
-    size_t len = 0;
-    nt_test_resp_t r;
-
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, textpb, strlen(textpb)), (ssize_t)strlen(textpb));
-    close(fd);
-    assert_int_equal(nt_test_compile_plan(path, &bin, &len), 0);
-    unlink(path);
-    call_raw("POST", "/v1/plans", OPS, "application/x-protobuf", bin, len, &r);
-    free(bin);
-    expect_status(&r, 201, NULL);
-    nt_test_resp_fini(&r);
-}
-
 typedef struct task_want {
     const char *id;
 } task_want_t;
@@ -464,7 +445,7 @@ static void test_rep_logs_meeting_booked_in_the_page_and_the_lead_moves(void **s
     int saw_outcome = 0;
 
     (void)state;
-    publish_plan("id: \"inbox\"\nstart: \"call\"\n"
+    publish_textpb("id: \"inbox\"\nstart: \"call\"\n"
                  "nodes { id: \"call\" send { channel: \"call\"\n"
                  "  params { name: \"reason\" value: \"attended the pricing webinar, score "
                  "{{score}}\" }\n"
@@ -476,7 +457,7 @@ static void test_rep_logs_meeting_booked_in_the_page_and_the_lead_moves(void **s
                  "  on { outcome: \"no_answer\" to: \"missed\" } } }\n"
                  "nodes { id: \"booked\" update { stage: SQL next: \"end\" } }\n"
                  "nodes { id: \"end\" exit { reason: \"meeting_booked\" } }\n"
-                 "nodes { id: \"missed\" exit { reason: \"no_answer\" } }\n");
+                 "nodes { id: \"missed\" exit { reason: \"no_answer\" } }\n", 0);
     /* Markup in an attribute must come out as text. */
     create_lead("{\"id\":\"inbox-a\",\"score\":72,\"stage\":\"mql\",\"attributes\":{"
                 "\"first_name\":\"<img id=pwn src=x onerror=alert(1)>Ada\","

@@ -45,10 +45,10 @@ static void test_tracking_scanner_head_and_early_clicks_do_not_move_a_lead_a_per
     char key[NT_KEY_MAX];
 
     (void)state;
-    publish_text(track_plan);
-    publish_text(once_plan);
+    publish_textpb(track_plan, 0);
+    publish_textpb(once_plan, 0);
     lead_in("tr-a", "track");
-    wait_run("tr-a", "track", "await", "active");
+    wait_lead_run("tr-a", "track", "await", "active");
     link_of("tr-a", 'c', 0, link, sizeof(link));
 
     /* within the first seconds after delivery, even with a browser's user agent: a scanner */
@@ -68,14 +68,14 @@ static void test_tracking_scanner_head_and_early_clicks_do_not_move_a_lead_a_per
     assert_int_equal(r.status, 302);
     wait_timeline("tr-a", "email.clicked (machine)", 5);
     usleep(200 * 1000);
-    wait_run("tr-a", "track", "await", "active");
+    wait_lead_run("tr-a", "track", "await", "active");
     assert_null(redis_hget(lead_key(key, "tr-a"), "e:email.clicked"));
 
     /* a person, after the delay */
     req("GET", link, BROWSER, NULL, NULL, NULL, 0, &r);
     assert_int_equal(r.status, 302);
     assert_string_equal(r.location, "https://example.com/guide?a=1&b=2");
-    wait_run("tr-a", "track", "await2", "active");
+    wait_lead_run("tr-a", "track", "await2", "active");
     assert_int_equal(timeline_count("tr-a", "email.clicked (machine)"), 5);
 }
 
@@ -99,10 +99,10 @@ static void test_tracking_open_pixel_apple_proxy_is_a_machine_a_reader_is_not(vo
                      "ggpht.com GoogleImageProxy)", NULL, NULL, NULL, 0, &r);
     assert_int_equal(r.status, 200);
     wait_timeline("tr-a", "email.opened (machine)", 2);
-    wait_run("tr-a", "track", "await2", "active");
+    wait_lead_run("tr-a", "track", "await2", "active");
     req("GET", link, BROWSER, NULL, NULL, NULL, 0, &r);
     assert_int_equal(r.status, 200);
-    wait_run("tr-a", "track", "opened", "done");
+    wait_lead_run("tr-a", "track", "opened", "done");
 }
 
 static void test_tracking_many_links_at_once_is_a_scanner(void **state)
@@ -112,7 +112,7 @@ static void test_tracking_many_links_at_once_is_a_scanner(void **state)
 
     (void)state;
     lead_in("tr-b", "track");
-    wait_run("tr-b", "track", "await", "active");
+    wait_lead_run("tr-b", "track", "await", "active");
     link_of("tr-b", 'c', 0, l0, sizeof(l0));
     link_of("tr-b", 'c', 1, l1, sizeof(l1));
     assert_string_not_equal(l0, l1);
@@ -125,7 +125,7 @@ static void test_tracking_many_links_at_once_is_a_scanner(void **state)
     req("GET", l0, BROWSER, NULL, NULL, NULL, 0, &r);
     assert_int_equal(r.status, 302);
     wait_timeline("tr-b", "email.clicked (machine)", 1);
-    wait_run("tr-b", "track", "await2", "active");
+    wait_lead_run("tr-b", "track", "await2", "active");
 }
 
 static void test_tracking_tampered_truncated_foreign_and_expired_tokens_get_4xx_and_write_nothing(
@@ -198,7 +198,7 @@ static void test_tracking_unsubscribe_page_then_post_is_idempotent_and_suppresse
 
     (void)state;
     lead_in("tr-c", "track");
-    wait_run("tr-c", "track", "await", "active");
+    wait_lead_run("tr-c", "track", "await", "active");
     link_of("tr-c", 'u', 0, link, sizeof(link));
     link_of("tr-c", 'c', 0, click, sizeof(click));
 
@@ -248,7 +248,7 @@ static void test_tracking_unsubscribe_page_then_post_is_idempotent_and_suppresse
     sleep(MIN_DELAY_S + 1);
     req("GET", click, BROWSER, NULL, NULL, NULL, 0, &r);
     assert_int_equal(r.status, 302);
-    wait_run("tr-c", "track", "supp2", "done");
+    wait_lead_run("tr-c", "track", "supp2", "done");
     assert_int_equal(count_messages("tr-c"), 1);
 }
 
@@ -259,7 +259,7 @@ static void test_tracking_one_click_post_unsubscribes_at_once_in_every_plan(void
 
     (void)state;
     lead_in("tr-d", "track");
-    wait_run("tr-d", "track", "await", "active");
+    wait_lead_run("tr-d", "track", "await", "active");
     link_of("tr-d", 'u', 0, link, sizeof(link));
     /* RFC 8058: the mail client POSTs at once, no page */
     req("POST", link, "Mozilla/5.0 (compatible; GoogleOneClick)", NULL,
@@ -272,7 +272,7 @@ static void test_tracking_one_click_post_unsubscribes_at_once_in_every_plan(void
     assert_non_null(unsub);
     free(unsub);
     enrol_lead("tr-d", "once");
-    wait_run("tr-d", "once", "supp", "done");
+    wait_lead_run("tr-d", "once", "supp", "done");
     assert_int_equal(count_messages("tr-d"), 1);
 }
 
@@ -292,8 +292,8 @@ static void test_tracking_webhook_signed_applies_refuses_bad_old_and_replayed(vo
     (void)state;
     lead_in("tr-e", "track");
     lead_in("tr-f", "track");
-    wait_run("tr-e", "track", "await", "active");
-    wait_run("tr-f", "track", "await", "active");
+    wait_lead_run("tr-e", "track", "await", "active");
+    wait_lead_run("tr-f", "track", "await", "active");
 
     before = fingerprint("tr-f");
     /* no signature, a wrong one, an old one: 401 and nothing written */
@@ -372,10 +372,10 @@ static void test_tracking_webhook_signed_applies_refuses_bad_old_and_replayed(vo
 
     /* a hard bounce suppresses the address in every plan */
     enrol_lead("tr-f", "once");
-    wait_run("tr-f", "once", "supp", "done");
+    wait_lead_run("tr-f", "once", "supp", "done");
     assert_int_equal(count_messages("tr-f"), 1);
     enrol_lead("tr-e", "once");
-    wait_run("tr-e", "once", "sent", "done");
+    wait_lead_run("tr-e", "once", "sent", "done");
 }
 
 int main(void)

@@ -77,11 +77,11 @@ static void test_tracking_smtp_received_message_a_scanner_click_does_not_move_a_
     resp_t r;
 
     (void)state;
-    publish_text(track_plan);
-    publish_text(once_plan);
-    publish_text(bounce_plan);
+    publish_textpb(track_plan, 0);
+    publish_textpb(once_plan, 0);
+    publish_textpb(bounce_plan, 0);
     lead_in("sm-a", "track");
-    wait_run("sm-a", "track", "await", "active");
+    wait_lead_run("sm-a", "track", "await", "active");
 
     /* what the server received: the envelope, RFC 8058 headers, both parts decoded */
     msg = the_message("sm-a");
@@ -112,12 +112,12 @@ static void test_tracking_smtp_received_message_a_scanner_click_does_not_move_a_
     assert_int_equal(r.status, 302);
     wait_timeline("sm-a", "email.clicked (machine)", 2);
     usleep(200 * 1000);
-    wait_run("sm-a", "track", "await", "active");
+    wait_lead_run("sm-a", "track", "await", "active");
 
     /* a person: the run moves on and the second message goes out over SMTP */
     req("GET", link, BROWSER, NULL, NULL, NULL, 0, &r);
     assert_int_equal(r.status, 302);
-    wait_run("sm-a", "track", "await2", "active");
+    wait_lead_run("sm-a", "track", "await2", "active");
     count_want_t two = {"sm-a", 2};
     assert_int_equal(nt_test_wait_until(has_messages, &two, 20000), 0);
     assert_int_equal(count_messages("sm-a"), 2);
@@ -133,7 +133,7 @@ static void test_tracking_smtp_one_click_post_from_the_header_suppresses_the_nex
 
     (void)state;
     lead_in("sm-b", "track");
-    wait_run("sm-b", "track", "await", "active");
+    wait_lead_run("sm-b", "track", "await", "active");
     msg = the_message("sm-b");
     h = header_value(msg, "List-Unsubscribe");
     assert_non_null(h);
@@ -162,7 +162,7 @@ static void test_tracking_smtp_one_click_post_from_the_header_suppresses_the_nex
     sleep(MIN_DELAY_S + 1);
     req("GET", click, BROWSER, NULL, NULL, NULL, 0, &r);
     assert_int_equal(r.status, 302);
-    wait_run("sm-b", "track", "supp2", "done");
+    wait_lead_run("sm-b", "track", "supp2", "done");
     u = redis_hget(lead_key(key, "sm-b"), "_unsub");
     assert_non_null(u);
     free(u);
@@ -176,7 +176,7 @@ static void test_tracking_smtp_tampered_tokens_get_4xx_and_change_nothing(void *
 
     (void)state;
     lead_in("sm-c", "track");
-    wait_run("sm-c", "track", "await", "active");
+    wait_lead_run("sm-c", "track", "await", "active");
     link_of("sm-c", 'c', 0, link, sizeof(link));
     link_of("sm-c", 'u', 0, unsub, sizeof(unsub));
     sleep(MIN_DELAY_S + 1);
@@ -201,7 +201,7 @@ static void test_tracking_smtp_tampered_tokens_get_4xx_and_change_nothing(void *
     free(before);
     free(after);
     assert_null(redis_hget(lead_key(key, "sm-c"), "_unsub"));
-    wait_run("sm-c", "track", "await", "active");
+    wait_lead_run("sm-c", "track", "await", "active");
 }
 
 static void test_tracking_smtp_550_at_rcpt_leaves_by_bounced_and_suppresses_the_address(
@@ -212,7 +212,7 @@ static void test_tracking_smtp_550_at_rcpt_leaves_by_bounced_and_suppresses_the_
     (void)state;
     /* lead_in gives <id>@example.com: aiosmtpd refuses reject* recipients with 550 */
     lead_in("reject-d", "bounce");
-    wait_run("reject-d", "bounce", "gone", "done");
+    wait_lead_run("reject-d", "bounce", "gone", "done");
     s = redis_hget(lead_key(key, "reject-d"), "_suppressed");
     assert_non_null(s);
     assert_true(strncmp(s, "hard_bounce", 11) == 0);
@@ -222,7 +222,7 @@ static void test_tracking_smtp_550_at_rcpt_leaves_by_bounced_and_suppresses_the_
     assert_int_equal(count_messages("reject-d"), 0);
     /* every other plan's email step now leaves by suppressed, without trying */
     enrol_lead("reject-d", "once");
-    wait_run("reject-d", "once", "supp", "done");
+    wait_lead_run("reject-d", "once", "supp", "done");
     assert_int_equal(count_messages("reject-d"), 0);
 }
 
@@ -237,7 +237,7 @@ static void test_tracking_smtp_provider_bounce_later_is_an_event_the_plan_waits_
 
     (void)state;
     lead_in("sm-e", "bounce");
-    wait_run("sm-e", "bounce", "watch", "active");
+    wait_lead_run("sm-e", "bounce", "watch", "active");
     assert_int_equal(count_messages("sm-e"), 1);
     assert_null(redis_hget(lead_key(key, "sm-e"), "_suppressed"));
 
@@ -245,7 +245,7 @@ static void test_tracking_smtp_provider_bounce_later_is_an_event_the_plan_waits_
     hook(body, sig, &r);
     if (r.status != 200)
         fail_msg("webhook: %ld %s", r.status, r.body);
-    wait_run("sm-e", "bounce", "later", "done");
+    wait_lead_run("sm-e", "bounce", "later", "done");
     s = redis_hget(lead_key(key, "sm-e"), "_suppressed");
     assert_non_null(s);
     assert_non_null(strstr(s, "mailbox gone"));

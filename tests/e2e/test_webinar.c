@@ -61,21 +61,6 @@ static void resp_fini(resp_t *r)
     memset(r, 0, sizeof(*r));
 }
 
-static void sign(const char *secret, long long t, const char *body, char *hdr, size_t cap)
-{
-    char *msg = NULL;
-    unsigned char mac[32];
-    unsigned int len = 0;
-    char hex[65];
-    int n = asprintf(&msg, "%lld.%s", t, body);
-
-    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, (size_t)n, mac, &len);
-    free(msg);
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
-    snprintf(hdr, cap, "X-Nurture-Signature: t=%lld,v1=%s", t, hex);
-}
-
 /* POST body to the webhook with the signature header line sig (NULL: none). */
 static void hook(const char *body, const char *sig, const char *token, resp_t *out)
 {
@@ -110,7 +95,7 @@ static void signed_hook(const char *body, resp_t *out)
 {
     char sig[256];
 
-    sign(WSECRET, time(NULL), body, sig, sizeof(sig));
+    sign_webhook(WSECRET, time(NULL), body, sig, sizeof(sig));
     hook(body, sig, WEBHOOK, out);
 }
 
@@ -130,90 +115,6 @@ static void expect(const resp_t *r, long status)
 }
 
 /* ---- plans and leads -------------------------------------------------------------------------- */
-
-static void publish_text(const char *textpb)
-{
-    char path[] = "/tmp/nt-wb-XXXXXX";
-    int fd = mkstemp(path);
-    uint8_t *bin = NULL;
-    size_t len = 0;
-    nt_test_resp_t r;
-
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, textpb, strlen(textpb)), (ssize_t)strlen(textpb));
-    close(fd);
-    assert_int_equal(nt_test_compile_plan(path, &bin, &len), 0);
-    unlink(path);
-    call_raw("POST", "/v1/plans", OPS, "application/x-protobuf", bin, len, &r);
-    free(bin);
-    if (r.status != 201 && r.status != 409)
-        fail_msg("publish: %ld %s", r.status, r.body);
-    nt_test_resp_fini(&r);
-}
-
-static json_t *lead_json(const char *id)
-{
-    char path[256];
-    nt_test_resp_t r;
-    json_t *j;
-
-    snprintf(path, sizeof(path), "/v1/leads/%s", id);
-    call("GET", path, OPS, NULL, &r);
-    j = r.status == 200 ? json_incref(r.json) : NULL;
-    nt_test_resp_fini(&r);
-    return j;
-}
-
-typedef struct want {
-    const char *lead, *plan, *node, *status;
-} want_t;
-
-static int run_is(void *arg)
-{
-    want_t *w = arg;
-    json_t *l = lead_json(w->lead), *run;
-    size_t i;
-    int ok = 0;
-
-    json_array_foreach(json_object_get(l, "runs"), i, run)
-    {
-        const char *p = json_string_value(json_object_get(run, "plan"));
-        const char *n = json_string_value(json_object_get(run, "node"));
-        const char *s = json_string_value(json_object_get(run, "status"));
-
-        if (p && strcmp(p, w->plan) == 0 && n && (!w->node || strcmp(n, w->node) == 0) &&
-            (!w->status || (s && strcmp(s, w->status) == 0)))
-            ok = 1;
-    }
-    json_decref(l);
-    return ok;
-}
-
-static void wait_run(const char *id, const char *plan, const char *node, const char *status)
-{
-    want_t w = {id, plan, node, status};
-
-    if (nt_test_wait_until(run_is, &w, 30000) != 0) {
-        json_t *l = lead_json(id);
-        char *s = l ? json_dumps(l, 0) : NULL;
-
-        nt_test_daemon_dump_log(&env.daemon);
-        fail_msg("%s in %s: wanted node %s, have %s", id, plan, node ? node : "any",
-                 s ? s : "no lead");
-    }
-}
-
-static void enrol(const char *id, const char *plan)
-{
-    char body[128], path[256];
-    nt_test_resp_t r;
-
-    snprintf(path, sizeof(path), "/v1/leads/%s/enrol", id);
-    snprintf(body, sizeof(body), "{\"plan\":\"%s\"}", plan);
-    call("POST", path, OPS, body, &r);
-    expect_status(&r, 202, NULL);
-    nt_test_resp_fini(&r);
-}
 
 /* Keys matching pattern (SCAN). */
 static long long count_keys(const char *pattern)
@@ -272,13 +173,13 @@ static void test_webinar_batch_of_10000_applied_once_identity_by_index_unknowns_
     json_t *l;
 
     (void)state;
-    publish_text(followup_plan);
+    publish_textpb(followup_plan, 1);
     /* known people: by primary email (stored with capitals and spaces), by a secondary one */
     create_lead("{\"id\":\"wb-known-1\",\"attributes\":{\"email\":\" Known.One@Example.COM \"}}");
     create_lead("{\"id\":\"wb-known-2\",\"attributes\":{\"email\":\"two@work.example\","
                 "\"emails\":\"old@home.example, Second@Home.Example\"}}");
-    enrol("wb-known-1", "wb_follow");
-    wait_run("wb-known-1", "wb_follow", "attended", "active");
+    enrol_lead("wb-known-1", "wb_follow");
+    wait_lead_run("wb-known-1", "wb_follow", "attended", "active");
 
     body = malloc(cap);
     assert_non_null(body);
@@ -302,12 +203,12 @@ static void test_webinar_batch_of_10000_applied_once_identity_by_index_unknowns_
     resp_fini(&r);
 
     /* the known lead waiting for an attendance moved on; the secondary address found its lead */
-    wait_run("wb-known-1", "wb_follow", "thanks", "done");
-    l = lead_json("wb-known-2");
+    wait_lead_run("wb-known-1", "wb_follow", "thanks", "done");
+    l = lead_get("wb-known-2");
     assert_non_null(l);
     json_decref(l);
     /* an unknown attendee is a new lead (inquiry) in the follow-up plan */
-    l = lead_json("person77@example.net");
+    l = lead_get("person77@example.net");
     assert_non_null(l);
     assert_string_equal(json_string_value(json_object_get(l, "stage")), "inquiry");
     assert_string_equal(
@@ -318,7 +219,7 @@ static void test_webinar_batch_of_10000_applied_once_identity_by_index_unknowns_
     json_decref(l);
     /* enrolled; whether its own attendance (posted in the same request) also moves it depends
      * on whether the run's first step comes before the event is read */
-    wait_run("person77@example.net", "wb_follow", NULL, NULL);
+    wait_lead_run("person77@example.net", "wb_follow", NULL, NULL);
 
     /* the same records again, newly signed: nothing applied twice, nothing written */
     sleep(1);
@@ -363,15 +264,15 @@ static void test_webinar_unsigned_replayed_malformed_get_4xx_and_write_nothing(v
     hook(body, NULL, WEBHOOK, &r); /* unsigned */
     expect(&r, 401);
     resp_fini(&r);
-    sign("another-secret-0123456789", time(NULL), body, sig, sizeof(sig));
+    sign_webhook("another-secret-0123456789", time(NULL), body, sig, sizeof(sig));
     hook(body, sig, WEBHOOK, &r);
     expect(&r, 401);
     resp_fini(&r);
-    sign(WSECRET, time(NULL) - 900, body, sig, sizeof(sig)); /* too old */
+    sign_webhook(WSECRET, time(NULL) - 900, body, sig, sizeof(sig)); /* too old */
     hook(body, sig, WEBHOOK, &r);
     expect(&r, 401);
     resp_fini(&r);
-    sign(WSECRET, time(NULL), body, sig, sizeof(sig)); /* a rep may not post it */
+    sign_webhook(WSECRET, time(NULL), body, sig, sizeof(sig)); /* a rep may not post it */
     hook(body, sig, REP, &r);
     expect(&r, 403);
     resp_fini(&r);
@@ -401,7 +302,7 @@ static void test_webinar_unsigned_replayed_malformed_get_4xx_and_write_nothing(v
     free(after);
 
     /* signed once: applied; the same signature again: 409 and nothing more */
-    sign(WSECRET, time(NULL), body, sig, sizeof(sig));
+    sign_webhook(WSECRET, time(NULL), body, sig, sizeof(sig));
     hook(body, sig, WEBHOOK, &r);
     expect(&r, 200);
     assert_int_equal(num(&r, "applied"), 1);
@@ -437,10 +338,10 @@ static void test_webinar_late_attendance_moves_a_lead_waiting_for_the_recording(
     resp_t r;
 
     (void)state;
-    publish_text(late_plan);
+    publish_textpb(late_plan, 1);
     create_lead("{\"id\":\"wb-late\",\"attributes\":{\"email\":\"late@example.org\"}}");
-    enrol("wb-late", "wb_late");
-    wait_run("wb-late", "wb_late", "watched", "active");
+    enrol_lead("wb-late", "wb_late");
+    wait_lead_run("wb-late", "wb_late", "watched", "active");
     signed_hook("{\"webinar\":\"w3\",\"records\":[{\"email\":\"LATE@example.org\","
                 "\"kind\":\"attended\",\"minutes\":30}]}",
                 &r);
@@ -448,7 +349,7 @@ static void test_webinar_late_attendance_moves_a_lead_waiting_for_the_recording(
     assert_int_equal(num(&r, "applied"), 1);
     assert_int_equal(num(&r, "created"), 0);
     resp_fini(&r);
-    wait_run("wb-late", "wb_late", "attended", "done");
+    wait_lead_run("wb-late", "wb_late", "attended", "done");
 }
 
 int main(void)

@@ -144,26 +144,6 @@ static void req(const char *method, const char *path, const char *ua, const char
 
 /* ---- plans, leads, runs ------------------------------------------------------------------- */
 
-static void publish_text(const char *textpb)
-{
-    char path[] = "/tmp/nt-track-XXXXXX";
-    int fd = mkstemp(path);
-    uint8_t *bin = NULL;
-    size_t len = 0;
-    nt_test_resp_t r;
-
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, textpb, strlen(textpb)), (ssize_t)strlen(textpb));
-    close(fd);
-    assert_int_equal(nt_test_compile_plan(path, &bin, &len), 0);
-    unlink(path);
-    call_raw("POST", "/v1/plans", OPS, "application/x-protobuf", bin, len, &r);
-    free(bin);
-    if (r.status != 201)
-        fail_msg("publish: %ld %s", r.status, r.body);
-    nt_test_resp_fini(&r);
-}
-
 static void lead_in(const char *id, const char *plan)
 {
     char body[512];
@@ -175,62 +155,10 @@ static void lead_in(const char *id, const char *plan)
     enrol_lead(id, plan);
 }
 
-static json_t *lead_json(const char *id)
-{
-    char path[256];
-    nt_test_resp_t r;
-    json_t *j;
-
-    snprintf(path, sizeof(path), "/v1/leads/%s", id);
-    call("GET", path, OPS, NULL, &r);
-    expect_status(&r, 200, NULL);
-    j = json_incref(r.json);
-    nt_test_resp_fini(&r);
-    return j;
-}
-
-typedef struct want {
-    const char *lead, *plan, *node, *status;
-} want_t;
-
-static int run_is(void *arg)
-{
-    want_t *w = arg;
-    json_t *l = lead_json(w->lead), *run;
-    size_t i;
-    int ok = 0;
-
-    json_array_foreach(json_object_get(l, "runs"), i, run)
-    {
-        const char *p = json_string_value(json_object_get(run, "plan"));
-        const char *n = json_string_value(json_object_get(run, "node"));
-        const char *s = json_string_value(json_object_get(run, "status"));
-
-        if (p && strcmp(p, w->plan) == 0 && n && strcmp(n, w->node) == 0 &&
-            (!w->status || (s && strcmp(s, w->status) == 0)))
-            ok = 1;
-    }
-    json_decref(l);
-    return ok;
-}
-
-static void wait_run(const char *id, const char *plan, const char *node, const char *status)
-{
-    want_t w = {id, plan, node, status};
-
-    if (nt_test_wait_until(run_is, &w, 20000) != 0) {
-        json_t *l = lead_json(id);
-        char *s = json_dumps(l, 0);
-
-        nt_test_daemon_dump_log(&env.daemon);
-        fail_msg("%s in %s: wanted node %s, have %s", id, plan, node, s ? s : "?");
-    }
-}
-
 /* Timeline entries of id whose text contains needle. */
 static int timeline_count(const char *id, const char *needle)
 {
-    json_t *l = lead_json(id), *e;
+    json_t *l = lead_get(id), *e;
     size_t i;
     int n = 0;
 
@@ -507,21 +435,6 @@ static char *fingerprint(const char *id)
 }
 
 /* ---- the provider webhook ---- */
-
-static void sign_webhook(const char *secret, long long t, const char *body, char *hdr, size_t cap)
-{
-    char *msg = NULL;
-    unsigned char mac[32];
-    unsigned int len = 0;
-    char hex[65];
-    int n = asprintf(&msg, "%lld.%s", t, body);
-
-    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, (size_t)n, mac, &len);
-    free(msg);
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
-    snprintf(hdr, cap, "X-Nurture-Signature: t=%lld,v1=%s", t, hex);
-}
 
 static void hook(const char *body, const char *sig_hdr, resp_t *r)
 {

@@ -17,6 +17,7 @@
 #include "harness.h"
 #include "keys.h"
 #include "log.h"
+#include "lua_scripts.h"
 #include "redis.h"
 #include "tasks.h"
 #include "tz.h"
@@ -67,14 +68,7 @@ static int setup(void **state)
     char *err = NULL;
 
     (void)state;
-    nt_log_init(NT_LOG_WARN, NULL);
-    nt_clock_init(1);
-    if (nt_test_redis_start(&srv) != 0)
-        return -1;
-    sync_rc = nt_test_redis_connect(&srv);
-    base = event_base_new();
-    redis = nt_test_redis_async(base, &srv);
-    if (!redis)
+    if (nt_test_loop_start(&srv, &sync_rc, &base, &redis) != 0)
         return -1;
     nt_config_defaults(&cfg);
     set("channel.call.team.sales", "ann:2 bob:1 cy:1");
@@ -98,12 +92,8 @@ static int teardown(void **state)
 {
     (void)state;
     nt_tasks_free(tasks);
-    nt_redis_free(redis);
-    event_base_free(base);
     nt_config_fini(&cfg);
-    if (sync_rc)
-        redisFree(sync_rc);
-    nt_test_redis_stop(&srv);
+    nt_test_loop_stop(&srv, sync_rc, base, redis);
     return 0;
 }
 
@@ -248,6 +238,234 @@ static void test_call_store_owner_due_time_in_working_hours(void **state)
     assert_int_equal(in, due);
 }
 
+/* ---- the manager webhook's notifications (hook_claim.lua, hook_done.lua) ---- */
+
+#define HOOKS "nt:{5}:tasks:hooks"
+
+/* Run script name (orchestrator/lua) with EVAL: as a second process would. */
+static redisReply *eval(const char *name, int nkeys, const char *const *args, int nargs)
+{
+    const char *argv[16];
+    char nk[8];
+    const char *src = NULL;
+    redisReply *x;
+
+    for (size_t i = 0; i < nt_lua_nscripts; i++)
+        if (strcmp(nt_lua_scripts[i].name, name) == 0)
+            src = nt_lua_scripts[i].source;
+    assert_non_null(src);
+    assert_true(nargs + 3 <= 16);
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    argv[0] = "EVAL";
+    argv[1] = src;
+    argv[2] = nk;
+    for (int i = 0; i < nargs; i++)
+        argv[3 + i] = args[i];
+    x = redisCommandArgv(sync_rc, nargs + 3, argv, NULL);
+    assert_non_null(x);
+    if (x->type == REDIS_REPLY_ERROR)
+        fail_msg("%s: %s", name, x->str);
+    return x;
+}
+
+/* hook_claim.lua with a lease of lease_ms and 3 attempts at most: how many it claimed; the
+ * first one's id and attempt into id (cap 64) and *attempt. */
+static size_t claim(const char *lease_ms, char *id, long long *attempt)
+{
+    const char *a[] = {HOOKS, "10", lease_ms, "3", "100"};
+    redisReply *x = eval("hook_claim", 1, a, 5);
+    size_t n = x->elements;
+
+    assert_int_equal(x->type, REDIS_REPLY_ARRAY);
+    if (n > 0) {
+        assert_int_equal(x->element[0]->elements, 3);
+        snprintf(id, 64, "%s", x->element[0]->element[0]->str);
+        assert_string_equal(x->element[0]->element[1]->str, "{\"event\":\"task.escalated\"}");
+        *attempt = x->element[0]->element[2]->integer;
+    }
+    freeReplyObject(x);
+    return n;
+}
+
+/* hook_done.lua for attempt of id with outcome: the status it returns ("stale" for {'stale'}). */
+static char *answer(const char *id, const char *attempt, const char *outcome)
+{
+    char key[NT_KEY_MAX];
+    const char *a[] = {
+        HOOKS, nt_tasks_key_hook(key, 5, id), id, attempt, outcome, "0", "500", "refused", "3",
+        "100"};
+    redisReply *x = eval("hook_done", 2, a, 10);
+    char *st = strdup(x->elements > 1 ? x->element[1]->str : x->element[0]->str);
+
+    freeReplyObject(x);
+    return st;
+}
+
+static void expect_answer(const char *id, const char *attempt, const char *outcome,
+                          const char *want)
+{
+    char *st = answer(id, attempt, outcome);
+
+    assert_string_equal(st, want);
+    free(st);
+}
+
+/* A pending notification id, due now, as task_move.lua records it. */
+static void pending(const char *id, const char *attempts)
+{
+    char key[NT_KEY_MAX];
+
+    freeReplyObject(redisCommand(sync_rc, "HSET %s task t body %s status pending attempts %s",
+                                 nt_tasks_key_hook(key, 5, id), "{\"event\":\"task.escalated\"}",
+                                 attempts));
+    freeReplyObject(redisCommand(sync_rc, "ZADD %s 0 %s", HOOKS, id));
+}
+
+static char *hook_status(const char *id)
+{
+    char key[NT_KEY_MAX];
+    redisReply *x = redisCommand(sync_rc, "HGET %s status", nt_tasks_key_hook(key, 5, id));
+    char *v = strdup(x && x->type == REDIS_REPLY_STRING ? x->str : "(none)");
+
+    freeReplyObject(x);
+    return v;
+}
+
+static int queued(const char *id)
+{
+    redisReply *x = redisCommand(sync_rc, "ZSCORE %s %s", HOOKS, id);
+    int in = x && x->type != REDIS_REPLY_NIL;
+
+    freeReplyObject(x);
+    return in;
+}
+
+static void test_call_store_hook_claimed_by_one_process_retried_then_failed(void **state)
+{
+    char id[64];
+    long long att = 0;
+    char *st;
+
+    (void)state;
+    pending("a:esc", "0");
+    assert_int_equal(claim("60000", id, &att), 1);
+    assert_string_equal(id, "a:esc");
+    assert_int_equal(att, 1);
+    /* A second process finds nothing: the first holds it for the lease. */
+    assert_int_equal(claim("60000", id, &att), 0);
+    /* An answer for another attempt than the one claimed changes nothing. */
+    expect_answer("a:esc", "2", "delivered", "stale");
+    expect_answer("a:esc", "1", "retry", "pending"); /* due again after 0 ms */
+    assert_int_equal(claim("60000", id, &att), 1);
+    assert_int_equal(att, 2);
+    expect_answer("a:esc", "2", "retry", "pending");
+    assert_int_equal(claim("60000", id, &att), 1);
+    assert_int_equal(att, 3);
+    /* The third of 3 attempts fails: given up, out of the queue, the record kept a while. */
+    expect_answer("a:esc", "3", "retry", "failed");
+    assert_false(queued("a:esc"));
+    assert_int_equal(claim("60000", id, &att), 0);
+    st = hook_status("a:esc");
+    assert_string_equal(st, "failed");
+    free(st);
+    {
+        char key[NT_KEY_MAX];
+        redisReply *x = redisCommand(sync_rc, "TTL %s", nt_tasks_key_hook(key, 5, "a:esc"));
+
+        assert_true(x->integer > 0 && x->integer <= 100);
+        freeReplyObject(x);
+    }
+}
+
+static void test_call_store_hook_delivered_or_dropped_is_finished(void **state)
+{
+    char id[64];
+    long long att = 0;
+
+    (void)state;
+    pending("b:esc", "0");
+    assert_int_equal(claim("0", id, &att), 1); /* a lease of 0: due again at once */
+    expect_answer("b:esc", "1", "delivered", "delivered");
+    assert_false(queued("b:esc"));
+    /* A late answer of the same attempt (a second process whose lease ran out) is stale. */
+    expect_answer("b:esc", "1", "retry", "stale");
+    assert_int_equal(claim("0", id, &att), 0);
+
+    pending("c:esc", "0");
+    assert_int_equal(claim("0", id, &att), 1);
+    expect_answer("c:esc", "1", "drop", "dropped");
+    assert_false(queued("c:esc"));
+    assert_int_equal(claim("0", id, &att), 0);
+}
+
+static void test_call_store_hook_claim_copes_with_odd_records(void **state)
+{
+    char id[64], key[NT_KEY_MAX];
+    long long att = 0;
+    char *st;
+
+    (void)state;
+    /* Claimed 3 times by processes that all died before answering: failed, not sent a 4th. */
+    pending("d:esc", "3");
+    /* Queued without a record, or with one that is not pending: left out and unqueued. */
+    freeReplyObject(redisCommand(sync_rc, "ZADD %s 0 gone:esc", HOOKS));
+    pending("e:esc", "0");
+    freeReplyObject(
+        redisCommand(sync_rc, "HSET %s status delivered", nt_tasks_key_hook(key, 5, "e:esc")));
+    assert_int_equal(claim("60000", id, &att), 0);
+    st = hook_status("d:esc");
+    assert_string_equal(st, "failed");
+    free(st);
+    assert_false(queued("d:esc"));
+    assert_false(queued("gone:esc"));
+    assert_false(queued("e:esc"));
+    /* Not due yet: not claimed. */
+    pending("f:esc", "0");
+    freeReplyObject(redisCommand(sync_rc, "ZADD %s 99999999999999 f:esc", HOOKS));
+    assert_int_equal(claim("60000", id, &att), 0);
+    assert_true(queued("f:esc"));
+}
+
+/* nt_tasks_new refuses a bad manager webhook setting, naming it. */
+static void test_call_store_bad_manager_webhook_settings_are_refused(void **state)
+{
+    static const char *const bad[][2] = {
+        {"manager_webhook_retries", "-1"},
+        {"manager_webhook_retries", "101"},
+        {"manager_webhook_retries", "three"},
+        {"manager_webhook_retries", ""},
+        {"manager_webhook_retries", "99999999999999999999999999"},
+        {"manager_webhook_retries", "5 "},
+        {"manager_webhook_backoff_ms", "9"},
+        {"manager_webhook_backoff_ms", "0x10"},
+        {"manager_webhook_backoff_max_ms", "86400001"},
+        {"manager_webhook_timeout_ms", "99"},
+        {"manager_webhook_timeout_ms", "300001"},
+        {"manager_webhook_secret", "too-short"},
+        {"manager_webhook_backoff_max_ms", "50"}, /* below the default backoff_ms, 1000 */
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        nt_config_t c;
+        char key[96], *err = NULL;
+        nt_tasks_deps_t d = {NULL, &c, redis, NULL};
+        nt_tasks_t *t;
+
+        nt_config_defaults(&c);
+        snprintf(key, sizeof(key), "channel.call.%s", bad[i][0]);
+        assert_int_equal(nt_config_set(&c, key, bad[i][1], &err), 0);
+        t = nt_tasks_new(&d, &err);
+        if (t != NULL)
+            fail_msg("%s \"%s\" was accepted", key, bad[i][1]);
+        assert_non_null(err);
+        if (!strstr(err, bad[i][0]))
+            fail_msg("%s \"%s\": the error does not name it: %s", key, bad[i][1], err);
+        free(err);
+        nt_config_fini(&c);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -255,6 +473,10 @@ int main(void)
         cmocka_unit_test(test_call_store_team_is_weighted_round_robin_skipping_out_of_office),
         cmocka_unit_test(test_call_store_queues_when_no_rep_has_capacity),
         cmocka_unit_test(test_call_store_owner_due_time_in_working_hours),
+        cmocka_unit_test(test_call_store_hook_claimed_by_one_process_retried_then_failed),
+        cmocka_unit_test(test_call_store_hook_delivered_or_dropped_is_finished),
+        cmocka_unit_test(test_call_store_hook_claim_copes_with_odd_records),
+        cmocka_unit_test(test_call_store_bad_manager_webhook_settings_are_refused),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -52,14 +52,7 @@ static void run_until_done(rec_t *r)
 static int setup(void **state)
 {
     (void)state;
-    nt_log_init(NT_LOG_WARN, NULL);
-    nt_clock_init(1);
-    if (nt_test_redis_start(&srv) != 0)
-        return -1;
-    sync_rc = nt_test_redis_connect(&srv);
-    base = event_base_new();
-    redis = nt_test_redis_async(base, &srv);
-    if (!redis)
+    if (nt_test_loop_start(&srv, &sync_rc, &base, &redis) != 0)
         return -1;
     nt_config_defaults(&cfg);
     deps = (nt_http_deps_t){.base = base, .cfg = &cfg, .redis = redis};
@@ -69,12 +62,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    nt_redis_free(redis);
-    event_base_free(base);
     nt_config_fini(&cfg);
-    if (sync_rc)
-        redisFree(sync_rc);
-    nt_test_redis_stop(&srv);
+    nt_test_loop_stop(&srv, sync_rc, base, redis);
     return 0;
 }
 

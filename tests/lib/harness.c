@@ -23,6 +23,8 @@
 
 #include <event2/event.h>
 
+#include "clock.h"
+#include "log.h"
 #include "redis.h"
 
 #ifndef NT_REDIS_SERVER
@@ -1043,6 +1045,33 @@ struct nt_redis *nt_test_redis_async(struct event_base *base, const nt_test_redi
         redis = NULL;
     }
     return redis;
+}
+
+int nt_test_loop_start(nt_test_redis_t *srv, redisContext **sync, struct event_base **base,
+                       struct nt_redis **redis)
+{
+    nt_log_init(NT_LOG_WARN, NULL);
+    nt_clock_init(1);
+    *sync = NULL;
+    *base = NULL;
+    *redis = NULL;
+    if (nt_test_redis_start(srv) != 0)
+        return -1;
+    *sync = nt_test_redis_connect(srv);
+    *base = event_base_new();
+    *redis = *base != NULL ? nt_test_redis_async(*base, srv) : NULL;
+    return *sync != NULL && *redis != NULL ? 0 : -1;
+}
+
+void nt_test_loop_stop(nt_test_redis_t *srv, redisContext *sync, struct event_base *base,
+                       struct nt_redis *redis)
+{
+    nt_redis_free(redis);
+    if (base != NULL)
+        event_base_free(base);
+    if (sync != NULL)
+        redisFree(sync);
+    nt_test_redis_stop(srv);
 }
 
 void nt_test_qp_decode(char *s)

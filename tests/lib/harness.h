@@ -57,6 +57,17 @@ struct event_base;
 struct nt_redis;
 struct nt_redis *nt_test_redis_async(struct event_base *base, const nt_test_redis_t *r);
 
+/* The start of an integration test of daemon code on a loop of its own: log warnings only, run
+ * the clock at real time, start a redis-server into srv, connect *sync to it and attach *redis
+ * (nt_test_redis_async) to a new *base. Returns 0, or -1 (nt_test_loop_stop frees what was
+ * made). */
+int nt_test_loop_start(nt_test_redis_t *srv, redisContext **sync, struct event_base **base,
+                       struct nt_redis **redis);
+
+/* Free what nt_test_loop_start made (NULLs skipped) and stop the server. */
+void nt_test_loop_stop(nt_test_redis_t *srv, redisContext *sync, struct event_base *base,
+                       struct nt_redis *redis);
+
 /* ---- an SMTP server ---- */
 
 typedef struct nt_test_smtp {
