@@ -1,7 +1,8 @@
 /* Plan time and real time.
  *
- * Plan time = anchor + (real_now - anchor) * scale, with the anchor taken at nt_clock_init.
- * At scale 1 plan time is real time exactly (no floating point on the way), so that a
+ * Plan time = start + (real_now - anchor) * scale, with the anchor (real time) taken at
+ * nt_clock_init and start the plan time it shows then (the anchor itself unless a start instant
+ * is given). At scale 1 without a start instant plan time is real time exactly (no floating point on the way), so that a
  * production daemon and the timers other daemons wrote into Redis agree to the millisecond.
  * The state is process-global and written only by nt_clock_init (single-threaded daemon). */
 #include "clock.h"
@@ -11,7 +12,9 @@
 #include <time.h>
 
 static double clock_scale = 1.0; /* plan milliseconds per real millisecond */
-static int64_t clock_anchor;     /* real time (ms) at which plan time equalled real time */
+static int64_t clock_anchor;     /* real time (ms) at which plan time was clock_start */
+static int64_t clock_start;      /* plan time (ms) at clock_anchor */
+static int clock_real = 1;       /* plan time is real time */
 
 static int64_t ts_ms(clockid_t id)
 {
@@ -21,12 +24,14 @@ static int64_t ts_ms(clockid_t id)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* nt_clock_init: see clock.h. A scale that is not a finite positive number is taken as 1.
- * May be called again; plan time then restarts from the current real time. */
-void nt_clock_init(double scale)
+/* nt_clock_init: see clock.h. A scale that is not a finite positive number is taken as 1; a
+ * negative start as 0. May be called again; plan time then restarts. */
+void nt_clock_init(double scale, int64_t start_ms)
 {
     clock_scale = (isfinite(scale) && scale > 0) ? scale : 1.0;
     clock_anchor = nt_real_ms();
+    clock_start = start_ms > 0 ? start_ms : clock_anchor;
+    clock_real = clock_scale == 1.0 && start_ms <= 0;
 }
 
 /* nt_now_ms: see clock.h. Before nt_clock_init, real time. */
@@ -34,9 +39,9 @@ int64_t nt_now_ms(void)
 {
     int64_t real = nt_real_ms();
 
-    if (clock_scale == 1.0)
+    if (clock_real)
         return real;
-    return clock_anchor + (int64_t)floor((double)(real - clock_anchor) * clock_scale);
+    return clock_start + (int64_t)floor((double)(real - clock_anchor) * clock_scale);
 }
 
 /* nt_real_ms: see clock.h (CLOCK_REALTIME). */

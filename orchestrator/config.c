@@ -19,6 +19,7 @@
 
 #include "errmsg.h"
 #include "log.h"
+#include "tz.h"
 
 #ifndef NT_REDIS_SERVER
 #define NT_REDIS_SERVER "redis-server"
@@ -342,7 +343,7 @@ void nt_config_fini(nt_config_t *cfg)
 }
 
 enum key_kind { K_STR, K_STR_EMPTY_OK, K_INT, K_UINT, K_DOUBLE, K_SIZE, K_LEVEL, K_REDIS, K_SECRET,
-                K_URL };
+                K_URL, K_INSTANT };
 
 /* The table drives nt_config_set and nt_config_usage: one row per key. */
 typedef struct key_def {
@@ -371,6 +372,9 @@ static const key_def_t keys[] = {
      "lead partitions; fixed when the deployment is created"},
     {"time-scale", K_DOUBLE, OFF(time_scale), 0, 10000000, "1",
      "clock speed-up for demos and tests (>0, up to 1e7)"},
+    {"time-start", K_INSTANT, OFF(time_start), 0, 0, "\"\"",
+     "plan time starts at this UTC instant, YYYY-MM-DDTHH:MMZ (demos of plans with fixed "
+     "dates; one process per Redis); empty: now"},
     {"batch", K_UINT, OFF(batch), 1, 10000, "256", "runs per fetch/apply round"},
     {"poll-ms", K_INT, OFF(poll_ms), 1, 60000, "10",
      "shortest pause between looks at a partition; an idle one is looked at when its next "
@@ -533,6 +537,18 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
             return -1;
         }
         *(size_t *)(void *)field = (size_t)v;
+        return 0;
+    }
+    case K_INSTANT: {
+        int64_t ms = 0;
+        if (value[0] != '\0' &&
+            (strnlen(value, 18) != 17 || nt_tz_local_to_utc(NULL, value, &ms) != NT_OK ||
+             ms <= 0)) {
+            nt_errmsg_set(errmsg, bad_value(key, value, "\"\" or a UTC instant "
+                                                        "YYYY-MM-DDTHH:MMZ after 1970"));
+            return -1;
+        }
+        *(int64_t *)(void *)field = ms;
         return 0;
     }
     case K_LEVEL: {

@@ -4,6 +4,7 @@
 #define NT_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "nurture/channel.h"
@@ -23,6 +24,7 @@ typedef struct nt_config {
     char *modules_dir;      /* modules-dir (build tree's modules) */
     unsigned partitions;    /* partitions 64; fixed when the deployment is created */
     double time_scale;      /* time-scale 1 */
+    int64_t time_start;     /* time-start "": plan time's start (ms since the epoch); 0 = now */
     unsigned batch;         /* batch 256: runs per fetch/apply round */
     int poll_ms;            /* poll-ms 10: shortest pause between looks at a partition */
     int lease_ms;           /* lease-ms 5000: partition lease period */

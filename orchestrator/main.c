@@ -370,7 +370,7 @@ int main(int argc, char **argv)
      * such free and serve them from the heap, whose fragments keep RSS growing with load. */
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
-    nt_clock_init(d.cfg.time_scale);
+    nt_clock_init(d.cfg.time_scale, d.cfg.time_start);
     signal(SIGPIPE, SIG_IGN);
     srandom((unsigned)(nt_real_ms() ^ getpid()));
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -471,9 +471,10 @@ int main(int argc, char **argv)
     evsignal_add(sigterm, NULL);
     evsignal_add(sigint, NULL);
     nt_log_info("main", "nurtured %s listening on http://%s:%d (worker %s, %u partitions, "
-                        "%zu channels, time scale %g)",
+                        "%zu channels, time scale %g%s)",
                 NT_VERSION, d.cfg.bind, d.cfg.port, d.cfg.worker_id, d.cfg.partitions,
-                nt_modules_count(d.mods), d.cfg.time_scale);
+                nt_modules_count(d.mods), d.cfg.time_scale,
+                d.cfg.time_start > 0 ? ", plan time from time-start" : "");
     event_base_dispatch(d.base);
     status = 0;
 

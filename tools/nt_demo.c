@@ -366,6 +366,7 @@ typedef struct demo {
     double funnel_every;
     uint64_t seed;
     int64_t start_real;     /* real ms when nurtured's plan clock started */
+    int64_t start_plan;     /* plan ms it showed then (its time-start, else start_real) */
     int64_t skew;           /* plan ms added after seeing the daemon ahead of our estimate */
     int64_t day0;           /* plan ms of "day 0": when the leads were enrolled */
     plan_ref_t plans[DEMO_MAX_PLANS];
@@ -410,17 +411,18 @@ static int stage_rank(const char *s)
     return 0;
 }
 
-/* Plan time now, by the daemon's clock: it started at start_real and runs scale times faster. */
+/* Plan time now, by the daemon's clock: it showed start_plan at start_real and runs scale
+ * times faster. */
 static int64_t plan_now(const demo_t *d)
 {
     int64_t r = real_ms();
-    return d->start_real + (int64_t)((double)(r - d->start_real) * d->scale) + d->skew;
+    return d->start_plan + (int64_t)((double)(r - d->start_real) * d->scale) + d->skew;
 }
 
 /* The real moment at which the plan clock shows plan_ms. */
 static int64_t real_at(const demo_t *d, int64_t plan_ms)
 {
-    return d->start_real + (int64_t)((double)(plan_ms - d->skew - d->start_real) / d->scale);
+    return d->start_real + (int64_t)((double)(plan_ms - d->skew - d->start_plan) / d->scale);
 }
 
 /* The daemon stamped something at plan time t: our estimate must not be behind it. */
@@ -2058,12 +2060,15 @@ static void find_event(demo_t *d)
 static void usage(FILE *f)
 {
     fputs("usage: nt-demo --url URL --data-dir DIR --leads LEADS.csv --time-scale X\n"
-          "               --started-ms MS [--day0-ms MS] [--seconds S] [--funnel-every S]\n"
-          "               [--seed N]"
+          "               --started-ms MS [--time-start-ms MS] [--day0-ms MS] [--seconds S]\n"
+          "               [--funnel-every S]"
+          " [--seed N]"
           " [--handoff PLAN] [--team TEAM] [--nurturectl PATH] PLAN.bin...\n"
           "  plays leads, webinar system and CRM against nurtured and narrates the runs;\n"
           "  PLAN.bin are the published plans as compiled by `nurturectl compile`;\n"
           "  --started-ms is the real time (ms) at which nurtured's plan clock started;\n"
+          "  --time-start-ms the plan time it started at (nurtured's time-start; default the\n"
+          "  same as --started-ms);\n"
           "  --day0-ms the real time at which the leads were enrolled (day 0);\n"
           "  the named rep tokens of DIR/tokens are the sales reps it plays: they work their\n"
           "  call tasks and TEAM's queue (default sales);\n"
@@ -2109,6 +2114,8 @@ int main(int argc, char **argv)
             d.scale = atof(v);
         else if (strcmp(a, "--started-ms") == 0)
             d.start_real = strtoll(v, NULL, 10);
+        else if (strcmp(a, "--time-start-ms") == 0)
+            d.start_plan = strtoll(v, NULL, 10);
         else if (strcmp(a, "--day0-ms") == 0)
             day0_real = strtoll(v, NULL, 10);
         else if (strcmp(a, "--seconds") == 0)
@@ -2137,7 +2144,9 @@ int main(int argc, char **argv)
         d.start_real = real_ms();
     if (day0_real == 0)
         day0_real = real_ms();
-    d.day0 = d.start_real + (int64_t)((double)(day0_real - d.start_real) * d.scale);
+    if (d.start_plan == 0)
+        d.start_plan = d.start_real;
+    d.day0 = d.start_plan + (int64_t)((double)(day0_real - d.start_real) * d.scale);
     d.seed = fnv(1469598103934665603ULL ^ d.seed, "nt-demo");
     if (load_leads(&d) != 0)
         return 1;

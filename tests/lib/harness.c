@@ -1051,7 +1051,7 @@ int nt_test_loop_start(nt_test_redis_t *srv, redisContext **sync, struct event_b
                        struct nt_redis **redis)
 {
     nt_log_init(NT_LOG_WARN, NULL);
-    nt_clock_init(1);
+    nt_clock_init(1, 0);
     *sync = NULL;
     *base = NULL;
     *redis = NULL;

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -34,7 +35,7 @@ static void test_clock_scale_1_tracks_real_time(void **state)
 {
     int64_t diff;
 
-    nt_clock_init(1);
+    nt_clock_init(1, 0);
     diff = nt_now_ms() - nt_real_ms();
     assert_true(diff >= -1000 && diff <= 1000);
     /* 2026 or later, in milliseconds. */
@@ -48,7 +49,7 @@ static void test_clock_scale_86400_runs_a_day_per_second(void **state)
 {
     int64_t plan0, plan1, mono0, mono1, real_elapsed, plan_elapsed;
 
-    nt_clock_init(86400);
+    nt_clock_init(86400, 0);
     mono0 = nt_mono_ms();
     plan0 = nt_now_ms();
     sleep_ms(50);
@@ -65,14 +66,42 @@ static void test_clock_scale_86400_runs_a_day_per_second(void **state)
     /* Plan time started at real time, so it is ahead of real time now, by under a day. */
     assert_true(plan1 > nt_real_ms());
     assert_true(plan1 - nt_real_ms() < DAY_MS);
-    nt_clock_init(1);
+    nt_clock_init(1, 0);
+}
+
+/* A start instant: plan time begins there (the demo's plans have fixed dates), runs at the
+ * scale, and timer delays follow it; real time is untouched. */
+static void test_clock_start_instant(void **state)
+{
+    const int64_t start = 1795420800000LL; /* 2026-11-23T08:00Z */
+    int64_t plan, d;
+
+    nt_clock_init(86400, start);
+    plan = nt_now_ms();
+    assert_true(plan >= start && plan < start + DAY_MS);
+    assert_true(llabs(nt_real_ms() - (int64_t)time(NULL) * 1000) < 2000);
+    sleep_ms(20);
+    assert_true(nt_now_ms() >= start + 19 * 86400LL);
+    d = nt_clock_real_delay_ms(nt_now_ms() + DAY_MS);
+    assert_true(d > 500 && d <= 1000);
+
+    /* At scale 1 plan time runs at real speed from the start instant. */
+    nt_clock_init(1, start);
+    plan = nt_now_ms();
+    assert_true(plan >= start && plan - start < 1000);
+    d = nt_clock_real_delay_ms(plan + 60000);
+    assert_true(d > 59000 && d <= 60000);
+
+    nt_clock_init(1, -5); /* nonsense start: now */
+    assert_true(llabs(nt_now_ms() - nt_real_ms()) <= 1000);
+    nt_clock_init(1, 0);
 }
 
 static void test_clock_real_delay_ms(void **state)
 {
     int64_t now, d;
 
-    nt_clock_init(1);
+    nt_clock_init(1, 0);
     now = nt_now_ms();
     assert_int_equal(nt_clock_real_delay_ms(now - 1000), 0);
     assert_int_equal(nt_clock_real_delay_ms(INT64_MIN), 0);
@@ -80,7 +109,7 @@ static void test_clock_real_delay_ms(void **state)
     assert_true(d > 59000 && d <= 60000);
     assert_true(nt_clock_real_delay_ms(INT64_MAX) > 0);
 
-    nt_clock_init(86400);
+    nt_clock_init(86400, 0);
     now = nt_now_ms();
     assert_int_equal(nt_clock_real_delay_ms(now - DAY_MS), 0);
     /* One plan day ahead is about one real second (less the time since `now` was read). */
@@ -97,15 +126,15 @@ static void test_clock_real_delay_ms(void **state)
     sleep_ms((long)nt_clock_real_delay_ms(now));
     assert_true(nt_now_ms() >= now);
 
-    nt_clock_init(0.5); /* slower than real time: 1 plan second takes 2 real seconds */
+    nt_clock_init(0.5, 0); /* slower than real time: 1 plan second takes 2 real seconds */
     now = nt_now_ms();
     d = nt_clock_real_delay_ms(now + 1000);
     assert_true(d > 1900 && d <= 2000);
 
-    nt_clock_init(-3); /* nonsense scale: real time */
+    nt_clock_init(-3, 0); /* nonsense scale: real time */
     now = nt_now_ms();
     assert_true(now - nt_real_ms() <= 1000 && nt_real_ms() - now <= 1000);
-    nt_clock_init(1);
+    nt_clock_init(1, 0);
 }
 
 static void test_clock_mono_is_monotonic(void **state)
@@ -123,6 +152,7 @@ int main(void)
         cmocka_unit_test(test_clock_scale_1_tracks_real_time),
         cmocka_unit_test(test_clock_scale_86400_runs_a_day_per_second),
         cmocka_unit_test(test_clock_real_delay_ms),
+        cmocka_unit_test(test_clock_start_instant),
         cmocka_unit_test(test_clock_mono_is_monotonic),
     };
 

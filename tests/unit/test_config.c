@@ -76,6 +76,7 @@ static void test_config_defaults_run_the_demo(void **state)
     assert_string_equal(cfg.modules_dir, NT_DEFAULT_MODULES_DIR);
     assert_int_equal(cfg.partitions, 64);
     assert_true(cfg.time_scale == 1.0);
+    assert_int_equal(cfg.time_start, 0);
     assert_int_equal(cfg.batch, 256);
     assert_int_equal(cfg.poll_ms, 10);
     assert_int_equal(cfg.lease_ms, 5000);
@@ -108,6 +109,7 @@ static void test_config_file_with_comments_and_quotes(void **state)
         "redis unix:/run/redis.sock\r\n"
         "partitions 256\n"
         "time-scale 3600.5\n"
+        "time-start 2026-11-23T08:00Z\n"
         "batch 10000\n"
         "poll-ms 5\n"
         "lease-ms 500\n"
@@ -136,6 +138,7 @@ static void test_config_file_with_comments_and_quotes(void **state)
     assert_string_equal(cfg.redis, "unix:/run/redis.sock");
     assert_int_equal(cfg.partitions, 256);
     assert_true(cfg.time_scale == 3600.5);
+    assert_int_equal(cfg.time_start, 1795420800000LL); /* 2026-11-23T08:00:00Z */
     assert_int_equal(cfg.batch, 10000);
     assert_int_equal(cfg.poll_ms, 5);
     assert_int_equal(cfg.lease_ms, 500);
@@ -186,6 +189,13 @@ static void test_config_every_bad_value_names_key_and_line(void **state)
         {"time-scale nan", "time-scale"},
         {"time-scale inf", "time-scale"},
         {"time-scale 2x", "time-scale"},
+        {"time-start 2026-11-23T08:00", "time-start"},   /* local: no zone to read it in */
+        {"time-start 2026-11-23T08:00+01", "time-start"},
+        {"time-start 2026-02-30T08:00Z", "time-start"},
+        {"time-start 2026-11-23T24:00Z", "time-start"},
+        {"time-start 1900-01-01T00:00Z", "time-start"},  /* before 1970 */
+        {"time-start tomorrow", "time-start"},
+        {"time-start ' 2026-11-23T08:00Z'", "time-start"},
         {"batch 0", "batch"},
         {"batch 10001", "batch"},
         {"poll-ms 0", "poll-ms"},
