@@ -313,6 +313,34 @@ static dmsg_t *dmsg_alloc(part_t *pt, size_t nstr, size_t nparams, size_t nlead)
     return m;
 }
 
+/* A delivered message waits for its partition's next batch with only what that batch needs:
+ * its ids, its outcome and the snapshot. The copy of the lead and the parameters the channel
+ * saw go (with 64 partitions and 4 batches at a time, up to partitions x batch messages wait,
+ * and these copies were most of their memory). */
+static void shed_payload(dmsg_t *m)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < m->nstrs; i++) {
+        const char *s = m->strs[i];
+
+        if (s == m->msg.id || s == m->msg.lead_id || s == m->msg.plan_id ||
+            s == m->msg.node_id || s == m->snap_run.node)
+            m->strs[k++] = m->strs[i];
+        else
+            free(m->strs[i]);
+    }
+    m->nstrs = k;
+    free(m->params);
+    free(m->lead);
+    m->params = NULL;
+    m->lead = NULL;
+    m->msg.params = NULL;
+    m->msg.nparams = 0;
+    m->msg.lead = NULL;
+    m->msg.nlead = 0;
+}
+
 static const char *keep(dmsg_t *m, const char *s)
 {
     char *c;
@@ -631,6 +659,7 @@ static void on_channel_done(void *arg, nt_rc_t rc, const char *outcome, const ch
         nt_metrics.messages_failed++;
     }
     m->detail = strdup(detail ? detail : (rc == NT_OK ? "" : nt_strerror(rc)));
+    shed_payload(m);
     list_remove(&pt->msgs, m);
     pt->nmsgs--;
     list_push(&pt->done, m);
