@@ -107,40 +107,6 @@ static long cfg_long(const nt_channel_host_t *host, const char *key, long def, l
 
 /* ---- JSON ---- */
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when it is not one. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t k;
-    unsigned cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        k = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        k = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        k = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (k > n)
-        return 0;
-    for (size_t i = 1; i < k; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    /* overlong forms, surrogates, beyond U+10FFFF */
-    if ((k == 3 && cp < 0x800) || (k == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return k;
-}
-
 /* s as the inside of a JSON string: quotes, backslashes and control characters escaped,
  * valid UTF-8 copied as is, invalid bytes as U+FFFD. */
 static void json_escape(nt_email_buf_t *b, const char *s)
@@ -156,7 +122,7 @@ static void json_escape(nt_email_buf_t *b, const char *s)
             unsigned c = p[run];
             if (c < 0x20 || c == '"' || c == '\\' || c == 0x7f)
                 break;
-            size_t k = utf8_len(p + run, n - run);
+            size_t k = nt_email_utf8_len(p + run, n - run);
             if (k == 0)
                 break;
             run += k;

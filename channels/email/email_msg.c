@@ -28,8 +28,7 @@ static char *errf(const char *fmt, ...)
     return s;
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+size_t nt_email_utf8_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     size_t len;
@@ -173,7 +172,7 @@ char *nt_email_header_clean(const char *s)
             i++;
             continue;
         }
-        size_t l = utf8_len(p + i, n - i);
+        size_t l = nt_email_utf8_len(p + i, n - i);
         if (b.len + (l != 0 ? l : 3) > HEADER_MAX)
             break;
         if (l == 0) {
@@ -251,7 +250,7 @@ char *nt_email_rfc2047(const char *s, size_t used)
         size_t max = (76 - room - 12) / 4 * 3;
         size_t chunk = 0;
         while (i + chunk < n) {
-            size_t l = utf8_len(p + i + chunk, n - i - chunk);
+            size_t l = nt_email_utf8_len(p + i + chunk, n - i - chunk);
             if (l == 0)
                 l = 1; /* cleaned input has none; keep going rather than loop */
             if (chunk + l > max && chunk > 0)

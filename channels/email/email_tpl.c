@@ -12,6 +12,7 @@
 #include <cmark.h>
 
 #include "email_buf.h"
+#include "email_msg.h"
 #include "nurture/track.h"
 
 const char *const nt_email_builtin_attrs[] = {
@@ -42,38 +43,10 @@ static char *errf(const char *fmt, ...)
 static int utf8_valid(const unsigned char *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        size_t len;
-        unsigned cp;
-        if (c == 0)
+        size_t l = s[i] != 0 ? nt_email_utf8_len(s + i, n - i) : 0;
+        if (l == 0)
             return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (i + len > n)
-            return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += len;
+        i += l;
     }
     return 1;
 }
