@@ -26,7 +26,8 @@
  *   tracking                    yes (default) or no: signed links (email_track.h) when the
  *                               host gives tracking_secret and public_url; then the
  *                               unsubscribe link is <public_url>/t/u/<token>, links in the HTML
- *                               part are click links and an open pixel is added
+ *                               and plain-text parts are click links and an open pixel is
+ *                               added
  *
  * Leads with the "unsubscribed" or "suppressed" field (the daemon's _unsub, _suppressed) are
  * not written to: the outcome is "suppressed" at once, nothing is built or sent.
@@ -572,19 +573,22 @@ static nt_rc_t compose(email_state_t *st, const nt_message_t *msg, char *msgid, 
     }
 
     const char *at = strchr(msgid, '@');
-    char *unsub = NULL, *fragment = NULL;
+    char *unsub = NULL, *fragment = NULL, *tracked = NULL;
     if (st->track_secret != NULL) {
+        /* One issue time for both parts: a URL gets the same click link in each. */
         nt_email_track_t t = {st->track_base, st->track_secret, strlen(st->track_secret),
                               msg->id, real_ms() / 1000};
         unsub = nt_email_track_link(&t, NT_TRACK_UNSUBSCRIBE, NULL);
         fragment = nt_email_track_html(&t, r.html);
+        tracked = nt_email_track_text(&t, r.text, r.links, r.nlinks);
     }
     if (unsub == NULL) /* no tracking, or an id that is not <lead>:<plan>:<node>:<visit> */
         unsub = msgf("%s?m=%.*s", st->unsub_url, (int)(at - msgid - 1), msgid + 1);
     const char *frag = fragment != NULL ? fragment : r.html;
     char *html = unsub != NULL ? html_document(r.subject, frag, unsub) : NULL;
-    char *text = unsub != NULL ? msgf("%s\n\n-- \nNot useful any more? Unsubscribe: %s\n", r.text,
-                                      unsub)
+    /* r.text ends in a newline: one blank line, then the signature separator "-- ". */
+    char *text = unsub != NULL ? msgf("%s\n-- \nNot useful any more? Unsubscribe: %s\n",
+                                      tracked != NULL ? tracked : r.text, unsub)
                                : NULL;
     const char *first = kv_get(msg->lead, msg->nlead, "first_name");
     const char *last = kv_get(msg->lead, msg->nlead, "last_name");
@@ -622,6 +626,7 @@ static nt_rc_t compose(email_state_t *st, const nt_message_t *msg, char *msgid, 
     free(html);
     free(unsub);
     free(fragment);
+    free(tracked);
     nt_email_rendered_fini(&r);
     *to_out = to;
     *from_out = from;
