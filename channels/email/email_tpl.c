@@ -28,19 +28,6 @@ const char *const nt_email_builtin_attrs[] = {
 #define MARK_LEN (sizeof(MARK_PREFIX) - 1 + 5) /* prefix, 4 digits, 'Z' */
 #define MARKS_MAX 9999
 
-static char *errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *errf(const char *fmt, ...)
-{
-    char *s = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 static int utf8_valid(const unsigned char *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
@@ -96,7 +83,7 @@ static int next_ph(const char *tname, const char *s, size_t *pos, int line0, ph_
     const char *close = strstr(open + 2, "}}");
     const char *nl = strchr(open, '\n');
     if (close == NULL || (nl != NULL && nl < close)) {
-        *errmsg = errf("template '%s' line %d: '{{' without '}}' on the same line", tname, line);
+        *errmsg = nt_msgf("template '%s' line %d: '{{' without '}}' on the same line", tname, line);
         return -1;
     }
     const char *p = open + 2;
@@ -109,9 +96,9 @@ static int next_ph(const char *tname, const char *s, size_t *pos, int line0, ph_
     while (p < close && *p == ' ')
         p++;
     if (nlen == 0 || nlen > 64 || (p < close && *p != '|')) {
-        *errmsg = errf("template '%s' line %d: '%.*s' is not a placeholder: expected "
-                       "{{attribute}} or {{attribute|default}}",
-                       tname, line, (int)(close + 2 - open > 80 ? 80 : close + 2 - open), open);
+        *errmsg = nt_msgf("template '%s' line %d: '%.*s' is not a placeholder: expected "
+                          "{{attribute}} or {{attribute|default}}",
+                          tname, line, (int)(close + 2 - open > 80 ? 80 : close + 2 - open), open);
         return -1;
     }
     memcpy(ph->name, n0, nlen);
@@ -125,7 +112,7 @@ static int next_ph(const char *tname, const char *s, size_t *pos, int line0, ph_
         while (e > d && e[-1] == ' ')
             e--;
         if (memchr(d, '{', (size_t)(e - d)) != NULL) {
-            *errmsg = errf("template '%s' line %d: a default must not contain '{'", tname, line);
+            *errmsg = nt_msgf("template '%s' line %d: a default must not contain '{'", tname, line);
             return -1;
         }
         ph->def = d;
@@ -145,7 +132,7 @@ static int scan(const char *tname, const char *s, int line0, int check_known, ch
     int r;
     while ((r = next_ph(tname, s, &pos, line0, &ph, errmsg)) == 1) {
         if (++count > MARKS_MAX) {
-            *errmsg = errf("template '%s': more than %d placeholders", tname, MARKS_MAX);
+            *errmsg = nt_msgf("template '%s': more than %d placeholders", tname, MARKS_MAX);
             return -1;
         }
         if (!check_known || ph.def != NULL)
@@ -157,9 +144,9 @@ static int scan(const char *tname, const char *s, int line0, int check_known, ch
             int line = line0;
             for (const char *p = s; p < ph.start; p++)
                 line += *p == '\n';
-            *errmsg = errf("template '%s' line %d: unknown attribute '%s' (not a built-in lead "
-                           "attribute; give it a default: {{%s|...}})",
-                           tname, line, ph.name, ph.name);
+            *errmsg = nt_msgf("template '%s' line %d: unknown attribute '%s' (not a built-in lead "
+                              "attribute; give it a default: {{%s|...}})",
+                              tname, line, ph.name, ph.name);
             return -1;
         }
     }
@@ -215,15 +202,15 @@ nt_rc_t nt_email_tpl_parse(const char *name, const char *src, size_t len, nt_ema
 {
     *out = NULL;
     if (len > NT_EMAIL_TPL_MAX) {
-        *errmsg = errf("template '%s' is larger than %d bytes", name, NT_EMAIL_TPL_MAX);
+        *errmsg = nt_msgf("template '%s' is larger than %d bytes", name, NT_EMAIL_TPL_MAX);
         return NT_ETOOBIG;
     }
     if (!utf8_valid((const unsigned char *)src, len)) {
-        *errmsg = errf("template '%s' is not valid UTF-8 text", name);
+        *errmsg = nt_msgf("template '%s' is not valid UTF-8 text", name);
         return NT_EINVAL;
     }
     if (len < 8 || strncmp(src, "Subject:", 8) != 0) {
-        *errmsg = errf("template '%s' line 1: must be 'Subject: ...'", name);
+        *errmsg = nt_msgf("template '%s' line 1: must be 'Subject: ...'", name);
         return NT_EINVAL;
     }
     const char *end = src + len;
@@ -236,22 +223,22 @@ nt_rc_t nt_email_tpl_parse(const char *name, const char *src, size_t len, nt_ema
     while (s1 > s0 && (s1[-1] == ' ' || s1[-1] == '\t' || s1[-1] == '\r'))
         s1--;
     if (s0 == s1) {
-        *errmsg = errf("template '%s' line 1: the subject is empty", name);
+        *errmsg = nt_msgf("template '%s' line 1: the subject is empty", name);
         return NT_EINVAL;
     }
     const char *body = eol < end ? eol + 1 : end;
     if (body < end && *body == '\r')
         body++;
     if (body < end && *body != '\n') {
-        *errmsg = errf("template '%s' line 2: must be empty (it separates the subject from the "
-                       "body)",
-                       name);
+        *errmsg = nt_msgf("template '%s' line 2: must be empty (it separates the subject from the "
+                          "body)",
+                          name);
         return NT_EINVAL;
     }
     if (body < end)
         body++;
     if (strstr(src, MARK_PREFIX) != NULL) {
-        *errmsg = errf("template '%s' contains '%s', which nurture reserves", name, MARK_PREFIX);
+        *errmsg = nt_msgf("template '%s' contains '%s', which nurture reserves", name, MARK_PREFIX);
         return NT_EINVAL;
     }
     nt_email_tpl_t *t = calloc(1, sizeof(*t));
@@ -272,7 +259,7 @@ nt_rc_t nt_email_tpl_parse(const char *name, const char *src, size_t len, nt_ema
         return NT_EINVAL;
     }
     if (t->body[strspn(t->body, " \t\n")] == '\0') {
-        *errmsg = errf("template '%s' has no body", name);
+        *errmsg = nt_msgf("template '%s' has no body", name);
         nt_email_tpl_free(t);
         return NT_EINVAL;
     }
@@ -281,7 +268,7 @@ nt_rc_t nt_email_tpl_parse(const char *name, const char *src, size_t len, nt_ema
     return NT_OK;
 oom:
     nt_email_tpl_free(t);
-    *errmsg = errf("template '%s': out of memory", name);
+    *errmsg = nt_msgf("template '%s': out of memory", name);
     return NT_ENOMEM;
 }
 
@@ -290,35 +277,35 @@ nt_rc_t nt_email_tpl_load(const char *dir, const char *name, nt_email_tpl_t **ou
 {
     *out = NULL;
     if (!nt_email_tpl_name_valid(name)) {
-        *errmsg = errf("template name '%.80s' is not valid: use 1 to 64 letters, digits, '_' "
-                       "and '-'",
-                       name != NULL ? name : "");
+        *errmsg = nt_msgf("template name '%.80s' is not valid: use 1 to 64 letters, digits, '_' "
+                          "and '-'",
+                          name != NULL ? name : "");
         return NT_EINVAL;
     }
     char path[4096];
     if ((size_t)snprintf(path, sizeof(path), "%s/%s.md", dir, name) >= sizeof(path)) {
-        *errmsg = errf("template directory path too long");
+        *errmsg = nt_msgf("template directory path too long");
         return NT_EINVAL;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
         if (e == ENOENT) {
-            *errmsg = errf("template '%s' not found in %s", name, dir);
+            *errmsg = nt_msgf("template '%s' not found in %s", name, dir);
             return NT_ENOTFOUND;
         }
-        *errmsg = errf("template '%s': cannot open %s: %s", name, path, strerror(e));
+        *errmsg = nt_msgf("template '%s': cannot open %s: %s", name, path, strerror(e));
         return NT_EINVAL;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
-        *errmsg = errf("template '%s': %s is not a regular file", name, path);
+        *errmsg = nt_msgf("template '%s': %s is not a regular file", name, path);
         return NT_EINVAL;
     }
     if (sb.st_size > NT_EMAIL_TPL_MAX) {
         close(fd);
-        *errmsg = errf("template '%s' is larger than %d bytes", name, NT_EMAIL_TPL_MAX);
+        *errmsg = nt_msgf("template '%s' is larger than %d bytes", name, NT_EMAIL_TPL_MAX);
         return NT_ETOOBIG;
     }
     char *src = malloc((size_t)sb.st_size + 1);
@@ -333,7 +320,7 @@ nt_rc_t nt_email_tpl_load(const char *dir, const char *name, nt_email_tpl_t **ou
     }
     close(fd);
     if (src == NULL) {
-        *errmsg = errf("template '%s': out of memory", name);
+        *errmsg = nt_msgf("template '%s': out of memory", name);
         return NT_ENOMEM;
     }
     src[got] = '\0';
@@ -466,7 +453,7 @@ static char *substitute(const char *tname, const char *s, const nt_kv_t *lead, s
     nt_email_buf_str(&b, s + last);
     char *out = nt_email_buf_take(&b);
     if (out == NULL)
-        *errmsg = errf("template '%s': out of memory", tname);
+        *errmsg = nt_msgf("template '%s': out of memory", tname);
     return out;
 }
 
@@ -943,7 +930,7 @@ nt_rc_t nt_email_tpl_render(const nt_email_tpl_t *t, const nt_kv_t *lead, size_t
                                  : cmark_markdown_to_html(md, strlen(md), CMARK_OPT_SAFE);
     text = t->text_marks != NULL ? t->text_marks : text_render(md, &links, &nlinks);
     if (html == NULL || text == NULL) {
-        *errmsg = errf("template '%s' does not render", t->name);
+        *errmsg = nt_msgf("template '%s' does not render", t->name);
         goto fail;
     }
     out->html = unmark(html, marks, nmarks);
@@ -970,7 +957,7 @@ fail:
     marks_free(marks, nmarks);
     nt_email_rendered_fini(out);
     if (*errmsg == NULL)
-        *errmsg = errf("template '%s': out of memory", t->name);
+        *errmsg = nt_msgf("template '%s': out of memory", t->name);
     return NT_ERR;
 }
 
@@ -985,13 +972,13 @@ nt_rc_t nt_email_tpl_check(const nt_email_tpl_t *t, char **errmsg)
     int empty_text = r.text[0] == '\0';
     nt_email_rendered_fini(&r);
     if (empty) {
-        *errmsg = errf("template '%s' renders to an empty body", t->name);
+        *errmsg = nt_msgf("template '%s' renders to an empty body", t->name);
         return NT_EINVAL;
     }
     if (empty_text) {
-        *errmsg = errf("template '%s' renders to an empty plain-text body (only raw HTML or "
-                       "images without alt text?)",
-                       t->name);
+        *errmsg = nt_msgf("template '%s' renders to an empty plain-text body (only raw HTML or "
+                          "images without alt text?)",
+                          t->name);
         return NT_EINVAL;
     }
     return NT_OK;
