@@ -60,7 +60,7 @@ static char *show(const char *v)
 static char *bad_value(const char *key, const char *value, const char *expect)
 {
     char *s = show(value);
-    char *m = nt_errmsg_fmt("%s: expected %s, got '%s'", key, expect, s != NULL ? s : "?");
+    char *m = nt_msgf("%s: expected %s, got '%s'", key, expect, s != NULL ? s : "?");
     free(s);
     return m;
 }
@@ -141,21 +141,22 @@ static int token_add(nt_config_t *cfg, const char *role, const char *secret, con
 {
     if (strcmp(role, "ops") != 0 && strcmp(role, "rep") != 0 && strcmp(role, "webhook") != 0) {
         char *s = show(role);
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("token: role must be ops, rep or webhook, got '%s'",
-                                s != NULL ? s : "?"));
+        nt_errmsg_set(errmsg, nt_msgf("token: role must be ops, rep or webhook, got '%s'",
+                                      s != NULL ? s : "?"));
         free(s);
         return -1;
     }
     /* Never echo a secret in an error message. */
     if (strlen(secret) < NT_TOKEN_MIN_SECRET) {
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("token: the %s secret must be at least %d characters", role,
-                                NT_TOKEN_MIN_SECRET));
+        nt_errmsg_set(errmsg, nt_msgf("token: the %s secret must be at least %d characters", role,
+                                      NT_TOKEN_MIN_SECRET));
         return -1;
     }
     for (const char *p = secret; *p != '\0'; p++) {
         if ((unsigned char)*p <= 0x20 || (unsigned char)*p == 0x7f) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("token: the %s secret contains a space or control "
-                                    "character", role));
+            nt_errmsg_set(errmsg, nt_msgf("token: the %s secret contains a space or control "
+                                          "character",
+                                          role));
             return -1;
         }
     }
@@ -163,8 +164,8 @@ static int token_add(nt_config_t *cfg, const char *role, const char *secret, con
         name = NULL;
     for (size_t i = 0; i < cfg->ntokens; i++) {
         if (strcmp(cfg->tokens[i].secret, secret) == 0) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("token: the same secret is given twice (roles %s and %s)",
-                                    cfg->tokens[i].role, role));
+            nt_errmsg_set(errmsg, nt_msgf("token: the same secret is given twice (roles %s and %s)",
+                                          cfg->tokens[i].role, role));
             return -1;
         }
     }
@@ -185,7 +186,7 @@ static int token_add(nt_config_t *cfg, const char *role, const char *secret, con
     cfg->ntokens++;
     return 0;
 oom:
-    nt_errmsg_set(errmsg, nt_errmsg_fmt("token: out of memory"));
+    nt_errmsg_set(errmsg, nt_msgf("token: out of memory"));
     return -1;
 }
 
@@ -194,7 +195,7 @@ static int token_parse(nt_config_t *cfg, const char *value, char **errmsg)
 {
     char *copy = strdup(value);
     if (copy == NULL) {
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("token: out of memory"));
+        nt_errmsg_set(errmsg, nt_msgf("token: out of memory"));
         return -1;
     }
     char *parts[4] = {NULL, NULL, NULL, NULL};
@@ -211,7 +212,8 @@ static int token_parse(nt_config_t *cfg, const char *value, char **errmsg)
     }
     int rc;
     if (n < 2 || n > 3) {
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("token: expected 'role secret [name]' or 'role:secret[:name]'"));
+        nt_errmsg_set(errmsg,
+                      nt_msgf("token: expected 'role secret [name]' or 'role:secret[:name]'"));
         rc = -1;
     } else {
         rc = token_add(cfg, parts[0], parts[1], parts[2], errmsg);
@@ -228,8 +230,8 @@ static int extra_set(nt_config_t *cfg, const char *key, const char *value, char 
     const char *dot = strchr(name, '.');
     if (dot == NULL || !valid_channel_name(name, (size_t)(dot - name)) || dot[1] == '\0') {
         char *s = show(key);
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: expected channel.<name>.<key> with a name of [a-z0-9_]",
-                                s != NULL ? s : "?"));
+        nt_errmsg_set(errmsg, nt_msgf("%s: expected channel.<name>.<key> with a name of [a-z0-9_]",
+                                      s != NULL ? s : "?"));
         free(s);
         return -1;
     }
@@ -258,7 +260,7 @@ static int extra_set(nt_config_t *cfg, const char *key, const char *value, char 
     cfg->nextra++;
     return 0;
 oom:
-    nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: out of memory", key));
+    nt_errmsg_set(errmsg, nt_msgf("%s: out of memory", key));
     return -1;
 }
 
@@ -298,7 +300,7 @@ int nt_config_defaults(nt_config_t *cfg)
     cfg->poll_ms = 10;
     cfg->lease_ms = 5000;
     cfg->redis_timeout_ms = 5000;
-    cfg->worker_id = nt_errmsg_fmt("%s:%ld", host, (long)getpid());
+    cfg->worker_id = nt_msgf("%s:%ld", host, (long)getpid());
     cfg->log_level = NT_LOG_INFO;
     cfg->log_file = strdup("");
     cfg->max_body = 1048576;
@@ -420,7 +422,7 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
     if (errmsg != NULL)
         *errmsg = NULL;
     if (key == NULL || value == NULL) {
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("missing key or value"));
+        nt_errmsg_set(errmsg, nt_msgf("missing key or value"));
         return -1;
     }
     if (strcmp(key, "token") == 0)
@@ -437,7 +439,7 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
     }
     if (k == NULL) {
         char *s = show(key);
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("unknown key '%s'", s != NULL ? s : "?"));
+        nt_errmsg_set(errmsg, nt_msgf("unknown key '%s'", s != NULL ? s : "?"));
         free(s);
         return -1;
     }
@@ -456,26 +458,25 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
             return -1;
         }
         if (set_str((char **)(void *)field, value) != 0) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: out of memory", key));
+            nt_errmsg_set(errmsg, nt_msgf("%s: out of memory", key));
             return -1;
         }
         return 0;
     case K_SECRET:
         /* Never echo a secret in an error message. */
         if (value[0] != '\0' && strlen(value) < NT_TOKEN_MIN_SECRET) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: must be at least %d characters", key,
-                                                NT_TOKEN_MIN_SECRET));
+            nt_errmsg_set(errmsg,
+                          nt_msgf("%s: must be at least %d characters", key, NT_TOKEN_MIN_SECRET));
             return -1;
         }
         for (const char *p = value; *p != '\0'; p++) {
             if ((unsigned char)*p <= 0x20 || (unsigned char)*p == 0x7f) {
-                nt_errmsg_set(errmsg,
-                              nt_errmsg_fmt("%s: contains a space or control character", key));
+                nt_errmsg_set(errmsg, nt_msgf("%s: contains a space or control character", key));
                 return -1;
             }
         }
         if (set_str((char **)(void *)field, value) != 0) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: out of memory", key));
+            nt_errmsg_set(errmsg, nt_msgf("%s: out of memory", key));
             return -1;
         }
         return 0;
@@ -491,7 +492,7 @@ int nt_config_set(nt_config_t *cfg, const char *key, const char *value, char **e
             return -1;
         }
         if (set_str((char **)(void *)field, value) != 0) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: out of memory", key));
+            nt_errmsg_set(errmsg, nt_msgf("%s: out of memory", key));
             return -1;
         }
         size_t n = strlen(*(char **)(void *)field);
@@ -649,13 +650,13 @@ int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg)
     FILE *f = fopen(path, "re");
     if (f == NULL) {
         int err = errno;
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: %s", path, strerror(err)));
+        nt_errmsg_set(errmsg, nt_msgf("%s: %s", path, strerror(err)));
         return -1;
     }
     char *line = malloc(NT_CONFIG_MAX_LINE + 1);
     if (line == NULL) {
         fclose(f);
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: out of memory", path));
+        nt_errmsg_set(errmsg, nt_msgf("%s: out of memory", path));
         return -1;
     }
     int rc = 0;
@@ -682,7 +683,7 @@ int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg)
         }
         if (eof && ferror(f)) {
             int err = errno;
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s:%lu: read error: %s", path, lineno, strerror(err)));
+            nt_errmsg_set(errmsg, nt_msgf("%s:%lu: read error: %s", path, lineno, strerror(err)));
             rc = -1;
             break;
         }
@@ -690,13 +691,13 @@ int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg)
             break;
         line[len] = '\0';
         if (toolong) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s:%lu: line longer than %d bytes", path, lineno,
-                                    NT_CONFIG_MAX_LINE));
+            nt_errmsg_set(errmsg, nt_msgf("%s:%lu: line longer than %d bytes", path, lineno,
+                                          NT_CONFIG_MAX_LINE));
             rc = -1;
             break;
         }
         if (nul) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s:%lu: NUL byte in line", path, lineno));
+            nt_errmsg_set(errmsg, nt_msgf("%s:%lu: NUL byte in line", path, lineno));
             rc = -1;
             break;
         }
@@ -704,7 +705,7 @@ int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg)
         const char *why = NULL;
         int argc = split_args(line, argv, 5, &why);
         if (argc < 0) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s:%lu: %s", path, lineno, why));
+            nt_errmsg_set(errmsg, nt_msgf("%s:%lu: %s", path, lineno, why));
             rc = -1;
             break;
         }
@@ -713,15 +714,16 @@ int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg)
         char *err = NULL;
         if (strcmp(argv[0], "token") == 0) {
             if (argc < 3 || argc > 4) {
-                nt_errmsg_set(errmsg, nt_errmsg_fmt("%s:%lu: token: expected 'token <role> <secret> [name]'",
-                                        path, lineno));
+                nt_errmsg_set(errmsg,
+                              nt_msgf("%s:%lu: token: expected 'token <role> <secret> [name]'",
+                                      path, lineno));
                 rc = -1;
                 break;
             }
             rc = token_add(cfg, argv[1], argv[2], argc == 4 ? argv[3] : NULL, &err);
         } else if (argc != 2) {
             char *s = show(argv[0]);
-            err = nt_errmsg_fmt("%s: expected exactly one value%s", s != NULL ? s : "?",
+            err = nt_msgf("%s: expected exactly one value%s", s != NULL ? s : "?",
                           argc == 1 ? ", got none" : " (quote values with spaces)");
             free(s);
             rc = -1;
@@ -729,7 +731,7 @@ int nt_config_load_file(nt_config_t *cfg, const char *path, char **errmsg)
             rc = nt_config_set(cfg, argv[0], argv[1], &err);
         }
         if (rc != 0) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s:%lu: %s", path, lineno, err != NULL ? err : "error"));
+            nt_errmsg_set(errmsg, nt_msgf("%s:%lu: %s", path, lineno, err != NULL ? err : "error"));
             free(err);
         }
     }
@@ -754,7 +756,7 @@ static int env_tokens(nt_config_t *cfg, char **errmsg)
         /* A comma-separated list of secret[:name]. */
         char *copy = strdup(v);
         if (copy == NULL) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: out of memory", envs[i].env));
+            nt_errmsg_set(errmsg, nt_msgf("%s: out of memory", envs[i].env));
             return -1;
         }
         char *save = NULL;
@@ -767,7 +769,7 @@ static int env_tokens(nt_config_t *cfg, char **errmsg)
             char *err = NULL;
             rc = token_add(cfg, envs[i].role, item, name, &err);
             if (rc != 0) {
-                nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: %s", envs[i].env, err != NULL ? err : "error"));
+                nt_errmsg_set(errmsg, nt_msgf("%s: %s", envs[i].env, err != NULL ? err : "error"));
                 free(err);
             }
         }
@@ -807,7 +809,7 @@ int nt_config_from_args(nt_config_t *cfg, int argc, char **argv, char **errmsg)
     if (errmsg != NULL)
         *errmsg = NULL;
     if (nt_config_defaults(cfg) != 0) {
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("out of memory"));
+        nt_errmsg_set(errmsg, nt_msgf("out of memory"));
         return -1;
     }
     for (int i = 1; i < argc; i++) {
@@ -822,14 +824,14 @@ int nt_config_from_args(nt_config_t *cfg, int argc, char **argv, char **errmsg)
         int used = flag_at(argc, argv, i, key, sizeof(key), &value);
         if (used == -1) {
             char *s = show(argv[i]);
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("unexpected argument '%s' (flags are --key value)",
-                                    s != NULL ? s : "?"));
+            nt_errmsg_set(errmsg, nt_msgf("unexpected argument '%s' (flags are --key value)",
+                                          s != NULL ? s : "?"));
             free(s);
             return -1;
         }
         if (used == 0) {
             char *s = show(key);
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("--%s: missing value", s != NULL ? s : "?"));
+            nt_errmsg_set(errmsg, nt_msgf("--%s: missing value", s != NULL ? s : "?"));
             free(s);
             return -1;
         }
@@ -847,7 +849,7 @@ int nt_config_from_args(nt_config_t *cfg, int argc, char **argv, char **errmsg)
         const char *v = getenv(secrets[i].env);
         char *err = NULL;
         if (v != NULL && v[0] != '\0' && nt_config_set(cfg, secrets[i].key, v, &err) != 0) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("%s: %s", secrets[i].env, err != NULL ? err : "error"));
+            nt_errmsg_set(errmsg, nt_msgf("%s: %s", secrets[i].env, err != NULL ? err : "error"));
             free(err);
             return -1;
         }
@@ -860,9 +862,9 @@ int nt_config_from_args(nt_config_t *cfg, int argc, char **argv, char **errmsg)
                 /* Most messages already start with "<key>:". */
                 size_t kl = strlen(key);
                 if (err != NULL && strncmp(err, key, kl) == 0 && err[kl] == ':')
-                    nt_errmsg_set(errmsg, nt_errmsg_fmt("--%s", err));
+                    nt_errmsg_set(errmsg, nt_msgf("--%s", err));
                 else
-                    nt_errmsg_set(errmsg, nt_errmsg_fmt("--%s: %s", key, err != NULL ? err : "error"));
+                    nt_errmsg_set(errmsg, nt_msgf("--%s: %s", key, err != NULL ? err : "error"));
                 free(err);
                 return -1;
             }

@@ -37,19 +37,19 @@ nt_rc_t nt_modules_check(const nt_channel_ops_t *ops, char **errmsg)
     char *msg = NULL;
     nt_rc_t rc = NT_EINVAL;
     if (ops == NULL) {
-        msg = nt_errmsg_fmt("entry returned no ops");
+        msg = nt_msgf("entry returned no ops");
     } else if (ops->abi_version != NT_CHANNEL_ABI_VERSION) {
-        msg = nt_errmsg_fmt("channel ABI %u, nurtured speaks %u", (unsigned)ops->abi_version,
+        msg = nt_msgf("channel ABI %u, nurtured speaks %u", (unsigned)ops->abi_version,
                       (unsigned)NT_CHANNEL_ABI_VERSION);
         rc = NT_EABI;
     } else if (ops->size < offsetof(nt_channel_ops_t, reserved)) {
-        msg = nt_errmsg_fmt("ops struct of %u bytes, at least %zu needed", (unsigned)ops->size,
+        msg = nt_msgf("ops struct of %u bytes, at least %zu needed", (unsigned)ops->size,
                       offsetof(nt_channel_ops_t, reserved));
         rc = NT_EABI;
     } else if (!valid_name(ops->name)) {
-        msg = nt_errmsg_fmt("channel name must be [a-z0-9_]+ (at most 64)");
+        msg = nt_msgf("channel name must be [a-z0-9_]+ (at most 64)");
     } else if (ops->dispatch == NULL) {
-        msg = nt_errmsg_fmt("channel '%s' has no dispatch hook", ops->name);
+        msg = nt_msgf("channel '%s' has no dispatch hook", ops->name);
     } else {
         return NT_OK;
     }
@@ -128,7 +128,7 @@ nt_modules_t *nt_modules_load(const char *dir, char **errmsg)
     DIR *d = opendir(dir);
     if (d == NULL) {
         if (errmsg != NULL)
-            *errmsg = nt_errmsg_fmt("cannot read modules directory %s: %m", dir);
+            *errmsg = nt_msgf("cannot read modules directory %s: %m", dir);
         return NULL;
     }
     nt_modules_t *mods = calloc(1, sizeof(*mods));
@@ -145,7 +145,7 @@ nt_modules_t *nt_modules_load(const char *dir, char **errmsg)
             break;
         }
         names = nn;
-        names[nnames] = nt_errmsg_fmt("%s/%s", dir, de->d_name);
+        names[nnames] = nt_msgf("%s/%s", dir, de->d_name);
         if (names[nnames] == NULL) {
             oom = 1;
             break;
@@ -166,7 +166,7 @@ nt_modules_t *nt_modules_load(const char *dir, char **errmsg)
     if (oom) {
         nt_modules_free(mods);
         if (errmsg != NULL)
-            *errmsg = nt_errmsg_fmt("out of memory loading %s", dir);
+            *errmsg = nt_msgf("out of memory loading %s", dir);
         return NULL;
     }
     return mods;

@@ -116,8 +116,10 @@ static int clear_stale(const char *sock, char **errmsg)
     int64_t until = mono_ms() + STOP_LIMIT_MS;
     while (lstat(sock, &st) == 0) {
         if (mono_ms() > until) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("a redis-server on %s from an earlier run did not shut down "
-                                    "within %d s", sock, STOP_LIMIT_MS / 1000));
+            nt_errmsg_set(errmsg,
+                          nt_msgf("a redis-server on %s from an earlier run did not shut down "
+                                  "within %d s",
+                                  sock, STOP_LIMIT_MS / 1000));
             return -1;
         }
         sleep_ms(POLL_MS);
@@ -185,23 +187,24 @@ nt_rc_t nt_redis_child_start(nt_redis_child_t *c, const char *bin, const char *d
     if (errmsg != NULL)
         *errmsg = NULL;
     memset(c, 0, sizeof(*c));
-    c->dir = nt_errmsg_fmt("%s/redis", data_dir);
-    c->sock = nt_errmsg_fmt("%s/redis/redis.sock", data_dir);
+    c->dir = nt_msgf("%s/redis", data_dir);
+    c->sock = nt_msgf("%s/redis/redis.sock", data_dir);
     if (c->dir == NULL || c->sock == NULL) {
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("out of memory"));
+        nt_errmsg_set(errmsg, nt_msgf("out of memory"));
         goto fail;
     }
     if (strlen(c->sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("the socket path %s is too long for a unix socket; use a "
-                                "shorter data-dir", c->sock));
+        nt_errmsg_set(errmsg, nt_msgf("the socket path %s is too long for a unix socket; use a "
+                                      "shorter data-dir",
+                                      c->sock));
         goto fail;
     }
     if (mkdir_p(c->dir, 0700) != 0) {
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("cannot create %s: %s", c->dir, strerror(errno)));
+        nt_errmsg_set(errmsg, nt_msgf("cannot create %s: %s", c->dir, strerror(errno)));
         goto fail;
     }
     if (access(bin, X_OK) != 0) {
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("cannot run %s: %s", bin, strerror(errno)));
+        nt_errmsg_set(errmsg, nt_msgf("cannot run %s: %s", bin, strerror(errno)));
         goto fail;
     }
     if (clear_stale(c->sock, errmsg) != 0)
@@ -210,7 +213,7 @@ nt_rc_t nt_redis_child_start(nt_redis_child_t *c, const char *bin, const char *d
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
-        nt_errmsg_set(errmsg, nt_errmsg_fmt("fork: %s", strerror(errno)));
+        nt_errmsg_set(errmsg, nt_msgf("fork: %s", strerror(errno)));
         goto fail;
     }
     if (pid == 0)
@@ -223,17 +226,19 @@ nt_rc_t nt_redis_child_start(nt_redis_child_t *c, const char *bin, const char *d
         pid_t r = waitpid(pid, &status, WNOHANG);
         if (r == pid) {
             c->pid = 0;
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("redis-server exited at start-up (%s %d); see %s/redis.log",
-                                    WIFEXITED(status) ? "status" : "signal",
-                                    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
-                                    c->dir));
+            nt_errmsg_set(errmsg,
+                          nt_msgf("redis-server exited at start-up (%s %d); see %s/redis.log",
+                                  WIFEXITED(status) ? "status" : "signal",
+                                  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+                                  c->dir));
             goto fail;
         }
         if (ping(c->sock) == 1)
             break;
         if (mono_ms() > until) {
-            nt_errmsg_set(errmsg, nt_errmsg_fmt("redis-server did not answer PING on %s within %d s; see "
-                                    "%s/redis.log", c->sock, START_LIMIT_MS / 1000, c->dir));
+            nt_errmsg_set(errmsg, nt_msgf("redis-server did not answer PING on %s within %d s; see "
+                                          "%s/redis.log",
+                                          c->sock, START_LIMIT_MS / 1000, c->dir));
             goto fail;
         }
         sleep_ms(POLL_MS);

@@ -52,20 +52,6 @@ static const char *param(const nt_kv_t *kv, size_t n, const char *name)
     return NULL;
 }
 
-static char *msgf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *msgf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 /* "<n><unit>" with unit s, m, h, d or w, up to a year, in ms; -1 when malformed. */
 static int64_t duration_ms(const char *s)
 {
@@ -136,38 +122,38 @@ static nt_rc_t call_validate(const nt_kv_t *kv, size_t n, char **errmsg)
 
     v = param(kv, n, "reason");
     if (v != NULL && (v[0] == '\0' || strlen(v) > MAX_TEXT)) {
-        *errmsg = msgf("call: reason must be 1 to %d bytes of text", MAX_TEXT);
+        *errmsg = nt_msgf("call: reason must be 1 to %d bytes of text", MAX_TEXT);
         return NT_EINVAL;
     }
     if (v != NULL && placeholders_ok(v) != 0) {
-        *errmsg = msgf("call: reason has a malformed placeholder; use {{attribute}} with a name "
-                       "of a-z 0-9 _");
+        *errmsg = nt_msgf("call: reason has a malformed placeholder; use {{attribute}} with a name "
+                          "of a-z 0-9 _");
         return NT_EINVAL;
     }
     v = param(kv, n, "points");
     if (v != NULL && strlen(v) > MAX_TEXT) {
-        *errmsg = msgf("call: points must be at most %d bytes", MAX_TEXT);
+        *errmsg = nt_msgf("call: points must be at most %d bytes", MAX_TEXT);
         return NT_EINVAL;
     }
     v = param(kv, n, "priority");
     if (v != NULL && strcmp(v, "low") != 0 && strcmp(v, "normal") != 0 &&
         strcmp(v, "high") != 0) {
-        *errmsg = msgf("call: priority must be low, normal or high");
+        *errmsg = nt_msgf("call: priority must be low, normal or high");
         return NT_EINVAL;
     }
     v = param(kv, n, "due_in");
     if (v != NULL && duration_ms(v) < 0) {
-        *errmsg = msgf("call: due_in must be a duration such as 30m, 4h, 1d or 2w");
+        *errmsg = nt_msgf("call: due_in must be a duration such as 30m, 4h, 1d or 2w");
         return NT_EINVAL;
     }
     v = param(kv, n, "sla");
     if (v != NULL && duration_ms(v) <= 0) {
-        *errmsg = msgf("call: sla must be a positive duration such as 4h, 1d or 2w");
+        *errmsg = nt_msgf("call: sla must be a positive duration such as 4h, 1d or 2w");
         return NT_EINVAL;
     }
     v = param(kv, n, "team");
     if (v != NULL && !team_valid(v)) {
-        *errmsg = msgf("call: team must be 1 to 64 of A-Z a-z 0-9 . _ @ + -");
+        *errmsg = nt_msgf("call: team must be 1 to 64 of A-Z a-z 0-9 . _ @ + -");
         return NT_EINVAL;
     }
     return NT_OK;
@@ -180,20 +166,20 @@ static nt_rc_t call_init(const nt_channel_host_t *host, void **state, char **err
 
     if (host == NULL || host->size < offsetof(nt_channel_host_t, create_task) + sizeof(void *) ||
         host->create_task == NULL) {
-        *errmsg = msgf("call: the host has no task store (create_task); a newer nurtured is "
-                       "needed");
+        *errmsg = nt_msgf("call: the host has no task store (create_task); a newer nurtured is "
+                          "needed");
         return NT_EABI;
     }
     due = host->config("call", "due_in", "4h");
     sla = host->config("call", "sla", "1d");
     if (duration_ms(due) < 0 || duration_ms(sla) <= 0) {
-        *errmsg = msgf("call: channel.call.due_in and channel.call.sla are durations such as "
-                       "4h or 1d");
+        *errmsg = nt_msgf("call: channel.call.due_in and channel.call.sla are durations such as "
+                          "4h or 1d");
         return NT_EINVAL;
     }
     st = calloc(1, sizeof(*st));
     if (st == NULL) {
-        *errmsg = msgf("call: out of memory");
+        *errmsg = nt_msgf("call: out of memory");
         return NT_ENOMEM;
     }
     st->host = host;

@@ -26,7 +26,8 @@
  *   tracking                    yes (default) or no: signed links (email_track.h) when the
  *                               host gives tracking_secret and public_url; then the
  *                               unsubscribe link is <public_url>/t/u/<token>, links in the HTML
- *                               part are click links and an open pixel is added
+ *                               and plain-text parts are click links and an open pixel is
+ *                               added
  *
  * Leads with the "unsubscribed" or "suppressed" field (the daemon's _unsub, _suppressed) are
  * not written to: the outcome is "suppressed" at once, nothing is built or sent.
@@ -80,19 +81,6 @@ static const nt_channel_param_t params[] = {
  * NT_EMAIL_TEMPLATES (nurturectl), else the build's default. */
 static char *g_templates_dir;
 
-static char *msgf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *msgf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 static const char *kv_get(const nt_kv_t *kv, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++) {
@@ -116,21 +104,21 @@ static nt_rc_t email_validate(const nt_kv_t *kv, size_t n, char **errmsg)
     const char *reply_to = kv_get(kv, n, "reply_to");
     const char *from_name = kv_get(kv, n, "from_name");
     if (from != NULL && !nt_email_addr_valid(from)) {
-        *errmsg = msgf("email: from '%.80s' is not a plain address (local@domain)", from);
+        *errmsg = nt_msgf("email: from '%.80s' is not a plain address (local@domain)", from);
         return NT_EINVAL;
     }
     if (reply_to != NULL && !nt_email_addr_valid(reply_to)) {
-        *errmsg = msgf("email: reply_to '%.80s' is not a plain address (local@domain)",
-                       reply_to);
+        *errmsg =
+            nt_msgf("email: reply_to '%.80s' is not a plain address (local@domain)", reply_to);
         return NT_EINVAL;
     }
     if (from_name != NULL && (strpbrk(from_name, "\r\n") != NULL || strlen(from_name) > 128)) {
-        *errmsg = msgf("email: from_name must be one line of at most 128 bytes");
+        *errmsg = nt_msgf("email: from_name must be one line of at most 128 bytes");
         return NT_EINVAL;
     }
     const char *name = kv_get(kv, n, "template");
     if (name == NULL) {
-        *errmsg = msgf("email: no template");
+        *errmsg = nt_msgf("email: no template");
         return NT_EINVAL;
     }
     nt_email_tpl_t *t = NULL;
@@ -140,7 +128,7 @@ static nt_rc_t email_validate(const nt_kv_t *kv, size_t n, char **errmsg)
         rc = nt_email_tpl_check(t, &err);
     nt_email_tpl_free(t);
     if (rc != NT_OK) {
-        *errmsg = msgf("email: %s", err != NULL ? err : "template refused");
+        *errmsg = nt_msgf("email: %s", err != NULL ? err : "template refused");
         free(err);
         return rc == NT_ENOMEM ? NT_ENOMEM : NT_EINVAL;
     }
@@ -270,7 +258,7 @@ static nt_rc_t track_init(email_state_t *st, char **errmsg)
     const char *secret = cfg(st, "tracking_secret", NULL);
     const char *base = cfg(st, "public_url", NULL);
     if (strcmp(on, "yes") != 0 && strcmp(on, "no") != 0) {
-        *errmsg = msgf("email: channel.email.tracking must be yes or no");
+        *errmsg = nt_msgf("email: channel.email.tracking must be yes or no");
         return NT_EINVAL;
     }
     if (strcmp(on, "no") == 0 || secret == NULL || base == NULL) {
@@ -280,14 +268,14 @@ static nt_rc_t track_init(email_state_t *st, char **errmsg)
     st->track_secret = strdup(secret);
     st->track_base = strdup(base);
     if (st->track_secret == NULL || st->track_base == NULL) {
-        *errmsg = msgf("email: out of memory");
+        *errmsg = nt_msgf("email: out of memory");
         return NT_ENOMEM;
     }
     size_t n = strlen(st->track_base);
     while (n > 0 && st->track_base[n - 1] == '/')
         st->track_base[--n] = '\0';
     if (!nt_track_url_ok(st->track_base) || strpbrk(st->track_base, "?#") != NULL) {
-        *errmsg = msgf("email: public_url must be an http(s) URL without a query");
+        *errmsg = nt_msgf("email: public_url must be an http(s) URL without a query");
         return NT_EINVAL;
     }
     return NT_OK;
@@ -305,7 +293,7 @@ static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **er
 {
     email_state_t *st = calloc(1, sizeof(*st));
     if (st == NULL) {
-        *errmsg = msgf("email: out of memory");
+        *errmsg = nt_msgf("email: out of memory");
         return NT_ENOMEM;
     }
     st->host = host;
@@ -318,36 +306,36 @@ static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **er
     if (st->from == NULL || st->from_name == NULL || (rt != NULL && st->reply_to == NULL))
         goto oom;
     if (!nt_email_addr_valid(st->from)) {
-        *errmsg = msgf("email: channel.email.from '%.80s' is not a plain address", st->from);
+        *errmsg = nt_msgf("email: channel.email.from '%.80s' is not a plain address", st->from);
         goto fail;
     }
     if (st->reply_to != NULL && !nt_email_addr_valid(st->reply_to)) {
-        *errmsg = msgf("email: channel.email.reply_to is not a plain address");
+        *errmsg = nt_msgf("email: channel.email.reply_to is not a plain address");
         goto fail;
     }
     if (strpbrk(st->from_name, "\r\n") != NULL) {
-        *errmsg = msgf("email: channel.email.from_name must be one line");
+        *errmsg = nt_msgf("email: channel.email.from_name must be one line");
         goto fail;
     }
     st->domain = strdup(cfg(st, "domain", strrchr(st->from, '@') + 1));
     if (st->domain == NULL)
         goto oom;
     if (!nt_email_domain_valid(st->domain)) {
-        *errmsg = msgf("email: channel.email.domain '%.80s' is not a host name", st->domain);
+        *errmsg = nt_msgf("email: channel.email.domain '%.80s' is not a host name", st->domain);
         goto fail;
     }
     const char *uu = cfg(st, "unsubscribe_url", NULL);
-    st->unsub_url = uu != NULL ? strdup(uu) : msgf("https://%s/unsubscribe", st->domain);
+    st->unsub_url = uu != NULL ? strdup(uu) : nt_msgf("https://%s/unsubscribe", st->domain);
     const char *um = cfg(st, "unsubscribe_mailto", NULL);
-    st->unsub_mailto = um != NULL ? strdup(um) : msgf("unsubscribe@%s", st->domain);
+    st->unsub_mailto = um != NULL ? strdup(um) : nt_msgf("unsubscribe@%s", st->domain);
     if (st->unsub_url == NULL || st->unsub_mailto == NULL)
         goto oom;
     int http = strncmp(st->unsub_url, "https://", 8) == 0 ||
                strncmp(st->unsub_url, "http://", 7) == 0;
     if (!http || strpbrk(st->unsub_url, " \t\r\n<>\"?#") != NULL ||
         !nt_email_addr_valid(st->unsub_mailto)) {
-        *errmsg = msgf("email: channel.email.unsubscribe_url must be an http(s) URL without a "
-                       "query, and unsubscribe_mailto a plain address");
+        *errmsg = nt_msgf("email: channel.email.unsubscribe_url must be an http(s) URL without a "
+                          "query, and unsubscribe_mailto a plain address");
         goto fail;
     }
 
@@ -358,7 +346,7 @@ static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **er
     if (tdir != NULL) {
         st->templates = strdup(tdir);
     } else {
-        char *own = msgf("%s/templates", data_dir);
+        char *own = nt_msgf("%s/templates", data_dir);
         struct stat sb;
         if (own != NULL && stat(own, &sb) == 0 && S_ISDIR(sb.st_mode)) {
             st->templates = own;
@@ -396,16 +384,16 @@ static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **er
         } else if (strcmp(tls, "no") == 0) {
             sc.tls = NT_EMAIL_TLS_NO;
         } else {
-            *errmsg = msgf("email: channel.email.starttls must be try, yes or no");
+            *errmsg = nt_msgf("email: channel.email.starttls must be try, yes or no");
             goto fail;
         }
         if (sc.timeout_ms < 0 || sc.connect_timeout_ms < 0 || sc.max_conns < 0) {
-            *errmsg = msgf("email: timeout_ms (100..3600000), connect_timeout_ms (100..600000) "
-                           "and max_inflight (1..1024) must be numbers in range");
+            *errmsg = nt_msgf("email: timeout_ms (100..3600000), connect_timeout_ms (100..600000) "
+                              "and max_inflight (1..1024) must be numbers in range");
             goto fail;
         }
         if (host->event_base == NULL) {
-            *errmsg = msgf("email: SMTP needs the host's event loop");
+            *errmsg = nt_msgf("email: SMTP needs the host's event loop");
             goto fail;
         }
         st->smtp = nt_email_smtp_new(host, &sc, errmsg);
@@ -418,7 +406,7 @@ static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **er
               sc.max_conns, st->templates);
     } else {
         const char *md = cfg(st, "maildir", NULL);
-        st->maildir = md != NULL ? strdup(md) : msgf("%s/maildir", data_dir);
+        st->maildir = md != NULL ? strdup(md) : nt_msgf("%s/maildir", data_dir);
         if (st->maildir == NULL)
             goto oom;
         static const char *const subs[] = {"tmp", "new", "cur"};
@@ -426,7 +414,7 @@ static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **er
             char dir[4096];
             snprintf(dir, sizeof(dir), "%s/%s", st->maildir, subs[i]);
             if (mkdir_p(dir) != 0) {
-                *errmsg = msgf("email: cannot create %s: %s", dir, strerror(errno));
+                *errmsg = nt_msgf("email: cannot create %s: %s", dir, strerror(errno));
                 goto fail;
             }
         }
@@ -439,7 +427,7 @@ static nt_rc_t email_init(const nt_channel_host_t *host, void **state, char **er
     *state = st;
     return NT_OK;
 oom:
-    *errmsg = msgf("email: out of memory");
+    *errmsg = nt_msgf("email: out of memory");
 fail:
     state_free(st);
     return NT_ERR;
@@ -451,7 +439,7 @@ static nt_rc_t get_template(email_state_t *st, const char *name, const nt_email_
 {
     *out = NULL;
     if (!nt_email_tpl_name_valid(name)) {
-        *errmsg = msgf("template name '%.80s' is not valid", name);
+        *errmsg = nt_msgf("template name '%.80s' is not valid", name);
         return NT_EINVAL;
     }
     char path[4096];
@@ -475,7 +463,7 @@ static nt_rc_t get_template(email_state_t *st, const char *name, const nt_email_
         e = calloc(1, sizeof(*e));
         if (e == NULL) {
             nt_email_tpl_free(t);
-            *errmsg = msgf("out of memory");
+            *errmsg = nt_msgf("out of memory");
             return NT_ENOMEM;
         }
         *pp = e;
@@ -499,17 +487,18 @@ static char *html_document(const char *subject, const char *fragment, const char
     char *link = nt_email_html_escape(unsub);
     char *doc = NULL;
     if (title != NULL && link != NULL)
-        doc = msgf("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
-                   "<meta name=\"viewport\" content=\"width=device-width\">\n"
-                   "<title>%s</title>\n</head>\n"
-                   "<body style=\"font-family: Arial, Helvetica, sans-serif; line-height: 1.5; "
-                   "color: #222222; max-width: 600px; margin: 0 auto; padding: 16px;\">\n"
-                   "%s"
-                   "<hr style=\"border: none; border-top: 1px solid #dddddd; margin: 24px 0;\">\n"
-                   "<p style=\"font-size: 12px; color: #666666;\">Not useful any more? "
-                   "<a href=\"%s\">Unsubscribe</a> with one click.</p>\n"
-                   "</body>\n</html>\n",
-                   title, fragment, link);
+        doc =
+            nt_msgf("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
+                    "<meta name=\"viewport\" content=\"width=device-width\">\n"
+                    "<title>%s</title>\n</head>\n"
+                    "<body style=\"font-family: Arial, Helvetica, sans-serif; line-height: 1.5; "
+                    "color: #222222; max-width: 600px; margin: 0 auto; padding: 16px;\">\n"
+                    "%s"
+                    "<hr style=\"border: none; border-top: 1px solid #dddddd; margin: 24px 0;\">\n"
+                    "<p style=\"font-size: 12px; color: #666666;\">Not useful any more? "
+                    "<a href=\"%s\">Unsubscribe</a> with one click.</p>\n"
+                    "</body>\n</html>\n",
+                    title, fragment, link);
     free(clean);
     free(title);
     free(link);
@@ -531,11 +520,11 @@ static nt_rc_t compose(email_state_t *st, const nt_message_t *msg, char *msgid, 
     *data = NULL;
     const char *to = kv_get(msg->lead, msg->nlead, "email");
     if (to == NULL || to[0] == '\0') {
-        *detail = msgf("email: the lead has no email address");
+        *detail = nt_msgf("email: the lead has no email address");
         return NT_EPERMFAIL;
     }
     if (!nt_email_addr_valid(to)) {
-        *detail = msgf("email: the lead's email address is malformed");
+        *detail = nt_msgf("email: the lead's email address is malformed");
         return NT_EPERMFAIL;
     }
     const char *from = kv_get(msg->params, msg->nparams, "from");
@@ -545,12 +534,12 @@ static nt_rc_t compose(email_state_t *st, const nt_message_t *msg, char *msgid, 
     from_name = from_name != NULL ? from_name : st->from_name;
     reply_to = reply_to != NULL ? reply_to : st->reply_to;
     if (!nt_email_addr_valid(from) || (reply_to != NULL && !nt_email_addr_valid(reply_to))) {
-        *detail = msgf("email: the node's from or reply_to is not a plain address");
+        *detail = nt_msgf("email: the node's from or reply_to is not a plain address");
         return NT_EPERMFAIL;
     }
     if (msg->id == NULL || msg->id[0] == '\0' ||
         nt_email_message_id(msg->id, st->domain, msgid, NT_EMAIL_MSGID_MAX) != NT_OK) {
-        *detail = msgf("email: message without an idempotency key");
+        *detail = nt_msgf("email: message without an idempotency key");
         return NT_EPERMFAIL;
     }
 
@@ -560,39 +549,42 @@ static nt_rc_t compose(email_state_t *st, const nt_message_t *msg, char *msgid, 
     nt_rc_t rc = get_template(st, tname != NULL ? tname : "", &tpl, &err);
     if (rc != NT_OK) {
         /* A template deleted or broken after publishing: ops can fix it, so retry. */
-        *detail = msgf("email: %s", err != NULL ? err : "template");
+        *detail = nt_msgf("email: %s", err != NULL ? err : "template");
         free(err);
         return NT_EUNAVAIL;
     }
     nt_email_rendered_t r;
     if (nt_email_tpl_render(tpl, msg->lead, msg->nlead, &r, &err) != NT_OK) {
-        *detail = msgf("email: %s", err != NULL ? err : "render");
+        *detail = nt_msgf("email: %s", err != NULL ? err : "render");
         free(err);
         return NT_EUNAVAIL;
     }
 
     const char *at = strchr(msgid, '@');
-    char *unsub = NULL, *fragment = NULL;
+    char *unsub = NULL, *fragment = NULL, *tracked = NULL;
     if (st->track_secret != NULL) {
+        /* One issue time for both parts: a URL gets the same click link in each. */
         nt_email_track_t t = {st->track_base, st->track_secret, strlen(st->track_secret),
                               msg->id, real_ms() / 1000};
         unsub = nt_email_track_link(&t, NT_TRACK_UNSUBSCRIBE, NULL);
         fragment = nt_email_track_html(&t, r.html);
+        tracked = nt_email_track_text(&t, r.text, r.links, r.nlinks);
     }
     if (unsub == NULL) /* no tracking, or an id that is not <lead>:<plan>:<node>:<visit> */
-        unsub = msgf("%s?m=%.*s", st->unsub_url, (int)(at - msgid - 1), msgid + 1);
+        unsub = nt_msgf("%s?m=%.*s", st->unsub_url, (int)(at - msgid - 1), msgid + 1);
     const char *frag = fragment != NULL ? fragment : r.html;
     char *html = unsub != NULL ? html_document(r.subject, frag, unsub) : NULL;
-    char *text = unsub != NULL ? msgf("%s\n\n-- \nNot useful any more? Unsubscribe: %s\n", r.text,
-                                      unsub)
+    /* r.text ends in a newline: one blank line, then the signature separator "-- ". */
+    char *text = unsub != NULL ? nt_msgf("%s\n-- \nNot useful any more? Unsubscribe: %s\n",
+                                         tracked != NULL ? tracked : r.text, unsub)
                                : NULL;
     const char *first = kv_get(msg->lead, msg->nlead, "first_name");
     const char *last = kv_get(msg->lead, msg->nlead, "last_name");
-    char *to_name = msgf("%s%s%s", first != NULL ? first : "",
-                         first != NULL && last != NULL ? " " : "", last != NULL ? last : "");
+    char *to_name = nt_msgf("%s%s%s", first != NULL ? first : "",
+                            first != NULL && last != NULL ? " " : "", last != NULL ? last : "");
     if (html == NULL || text == NULL || to_name == NULL) {
         rc = NT_EUNAVAIL;
-        *detail = msgf("email: out of memory");
+        *detail = nt_msgf("email: out of memory");
     } else {
         nt_email_msg_t m = {
             .from_addr = from,
@@ -622,6 +614,7 @@ static nt_rc_t compose(email_state_t *st, const nt_message_t *msg, char *msgid, 
     free(html);
     free(unsub);
     free(fragment);
+    free(tracked);
     nt_email_rendered_fini(&r);
     *to_out = to;
     *from_out = from;
@@ -676,11 +669,11 @@ static nt_rc_t maildir_deliver(email_state_t *st, const char *msgid, const char 
     snprintf(dst, sizeof(dst), "%s/new/%s", st->maildir, base);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        *detail = msgf("email: maildir: %s: %s", tmp, strerror(errno));
+        *detail = nt_msgf("email: maildir: %s: %s", tmp, strerror(errno));
         return NT_EUNAVAIL;
     }
     if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
-        *detail = msgf("email: maildir: write %s: %s", tmp, strerror(errno));
+        *detail = nt_msgf("email: maildir: write %s: %s", tmp, strerror(errno));
         close(fd);
         unlink(tmp);
         return NT_EUNAVAIL;
@@ -693,7 +686,7 @@ static nt_rc_t maildir_deliver(email_state_t *st, const char *msgid, const char 
             *dup = 1;
             return NT_OK;
         }
-        *detail = msgf("email: maildir: %s: %s", dst, strerror(e));
+        *detail = nt_msgf("email: maildir: %s: %s", dst, strerror(e));
         return NT_EUNAVAIL;
     }
     unlink(tmp);
@@ -743,7 +736,7 @@ static void start_queued(email_state_t *st)
         if (rc == NT_OK && nt_email_smtp_send(st->smtp, j->msgid, j->from, j->to, j->data,
                                               j->len, on_smtp_done, j) != 0) {
             rc = NT_EUNAVAIL;
-            detail = msgf("email: cannot start an SMTP transaction");
+            detail = nt_msgf("email: cannot start an SMTP transaction");
         }
         if (rc != NT_OK) {
             nt_channel_done_fn *done = j->done;

@@ -65,20 +65,6 @@ static inline void nt_email_buf_printf(nt_email_buf_t *b, const char *fmt, ...)
     free(s);
 }
 
-/* A formatted string (malloc'd; caller frees), or NULL out of memory. */
-static inline char *nt_email_msgf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static inline char *nt_email_msgf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 /* The string (caller frees), or NULL when an allocation failed; the buffer is emptied. */
 static inline char *nt_email_buf_take(nt_email_buf_t *b)
 {

@@ -76,19 +76,6 @@ struct nt_email_http {
     unsigned long long sent, failed;
 };
 
-static char *msgf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *msgf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 static const char *cfg(const nt_channel_host_t *host, const char *key, const char *def)
 {
     const char *v = host->config != NULL ? host->config("email", key, def) : def;
@@ -107,40 +94,6 @@ static long cfg_long(const nt_channel_host_t *host, const char *key, long def, l
 
 /* ---- JSON ---- */
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when it is not one. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t k;
-    unsigned cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        k = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        k = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        k = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (k > n)
-        return 0;
-    for (size_t i = 1; i < k; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    /* overlong forms, surrogates, beyond U+10FFFF */
-    if ((k == 3 && cp < 0x800) || (k == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return k;
-}
-
 /* s as the inside of a JSON string: quotes, backslashes and control characters escaped,
  * valid UTF-8 copied as is, invalid bytes as U+FFFD. */
 static void json_escape(nt_email_buf_t *b, const char *s)
@@ -156,7 +109,7 @@ static void json_escape(nt_email_buf_t *b, const char *s)
             unsigned c = p[run];
             if (c < 0x20 || c == '"' || c == '\\' || c == 0x7f)
                 break;
-            size_t k = utf8_len(p + run, n - run);
+            size_t k = nt_email_utf8_len(p + run, n - run);
             if (k == 0)
                 break;
             run += k;
@@ -214,8 +167,8 @@ static int tpl_parse(nt_email_http_t *h, const char *tpl, char **errmsg)
         const char *open = strstr(p, "{{");
         const char *close = open != NULL ? strstr(open + 2, "}}") : NULL;
         if (open != NULL && close == NULL) {
-            *errmsg = msgf("email: channel.email.http_body: '{{' without '}}' at byte %zu",
-                           (size_t)(open - tpl));
+            *errmsg = nt_msgf("email: channel.email.http_body: '{{' without '}}' at byte %zu",
+                              (size_t)(open - tpl));
             return -1;
         }
         int ph = -1;
@@ -225,9 +178,9 @@ static int tpl_parse(nt_email_http_t *h, const char *tpl, char **errmsg)
                 if (strlen(ph_names[i]) == nl && strncmp(open + 2, ph_names[i], nl) == 0)
                     ph = i;
             if (ph < 0) {
-                *errmsg = msgf("email: channel.email.http_body: unknown placeholder "
-                               "'{{%.*s}}'",
-                               (int)(nl < 40 ? nl : 40), open + 2);
+                *errmsg = nt_msgf("email: channel.email.http_body: unknown placeholder "
+                                  "'{{%.*s}}'",
+                                  (int)(nl < 40 ? nl : 40), open + 2);
                 return -1;
             }
         }
@@ -250,7 +203,7 @@ static int tpl_parse(nt_email_http_t *h, const char *tpl, char **errmsg)
         p = close + 2;
     }
 oom:
-    *errmsg = msgf("email: out of memory");
+    *errmsg = nt_msgf("email: out of memory");
     return -1;
 }
 
@@ -278,14 +231,14 @@ nt_rc_t nt_email_http_body(const nt_email_http_t *h, const nt_email_msg_t *m, co
     char *subject = nt_email_header_clean(m->subject != NULL ? m->subject : "");
     char *list_unsub = NULL;
     if (m->unsub_url != NULL || m->unsub_mailto != NULL) {
-        list_unsub = msgf("%s%s%s%s%s%s", m->unsub_url != NULL ? "<" : "",
-                          m->unsub_url != NULL ? m->unsub_url : "",
-                          m->unsub_url != NULL ? ">" : "",
-                          m->unsub_url != NULL && m->unsub_mailto != NULL ? ", " : "",
-                          m->unsub_mailto != NULL ? "<mailto:" : "",
-                          m->unsub_mailto != NULL ? m->unsub_mailto : "");
+        list_unsub =
+            nt_msgf("%s%s%s%s%s%s", m->unsub_url != NULL ? "<" : "",
+                    m->unsub_url != NULL ? m->unsub_url : "", m->unsub_url != NULL ? ">" : "",
+                    m->unsub_url != NULL && m->unsub_mailto != NULL ? ", " : "",
+                    m->unsub_mailto != NULL ? "<mailto:" : "",
+                    m->unsub_mailto != NULL ? m->unsub_mailto : "");
         if (list_unsub != NULL && m->unsub_mailto != NULL) {
-            char *full = msgf("%s?subject=unsubscribe>", list_unsub);
+            char *full = nt_msgf("%s?subject=unsubscribe>", list_unsub);
             free(list_unsub);
             list_unsub = full;
         }
@@ -324,19 +277,19 @@ nt_email_http_t *nt_email_http_new(const nt_channel_host_t *host, const char *ur
 {
     nt_email_http_t *h = calloc(1, sizeof(*h));
     if (h == NULL) {
-        *errmsg = msgf("email: out of memory");
+        *errmsg = nt_msgf("email: out of memory");
         return NULL;
     }
     h->host = host;
     if (host->size < offsetof(nt_channel_host_t, curl_add) + sizeof(host->curl_add) ||
         host->curl_add == NULL) {
-        *errmsg = msgf("email: the HTTP transport needs a host with curl_add (host ABI struct "
-                       "too old)");
+        *errmsg = nt_msgf("email: the HTTP transport needs a host with curl_add (host ABI struct "
+                          "too old)");
         goto fail;
     }
     if ((strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0) ||
         strpbrk(url, " \t\r\n") != NULL) {
-        *errmsg = msgf("email: channel.email.http_url must be an http:// or https:// URL");
+        *errmsg = nt_msgf("email: channel.email.http_url must be an http:// or https:// URL");
         goto fail;
     }
     h->url = strdup(url);
@@ -350,8 +303,8 @@ nt_email_http_t *nt_email_http_new(const nt_channel_host_t *host, const char *ur
             bad = (unsigned char)*p < 0x20 && *p != '\t';
         if (bad) {
             /* never echo the line: it holds a secret */
-            *errmsg = msgf("email: channel.email.http_auth (or NT_EMAIL_HTTP_AUTH) must be one "
-                           "header line 'Name: value'");
+            *errmsg = nt_msgf("email: channel.email.http_auth (or NT_EMAIL_HTTP_AUTH) must be one "
+                              "header line 'Name: value'");
             goto fail;
         }
         h->auth = strdup(auth);
@@ -363,12 +316,12 @@ nt_email_http_t *nt_email_http_new(const nt_channel_host_t *host, const char *ur
     h->max_inflight = (int)cfg_long(host, "max_inflight", 8, 1, 1024);
     h->bounce = strdup(cfg(host, "http_bounce", NT_EMAIL_HTTP_DEFAULT_BOUNCE));
     if (h->bounce == NULL) {
-        *errmsg = msgf("email: out of memory");
+        *errmsg = nt_msgf("email: out of memory");
         goto fail;
     }
     if (h->timeout_ms < 0 || h->connect_timeout_ms < 0 || h->max_inflight < 0) {
-        *errmsg = msgf("email: timeout_ms (100..3600000), connect_timeout_ms (100..600000) "
-                       "and max_inflight (1..1024) must be numbers in range");
+        *errmsg = nt_msgf("email: timeout_ms (100..3600000), connect_timeout_ms (100..600000) "
+                          "and max_inflight (1..1024) must be numbers in range");
         goto fail;
     }
     const char *body = cfg(host, "http_body", NT_EMAIL_HTTP_DEFAULT_BODY);
@@ -388,9 +341,9 @@ nt_email_http_t *nt_email_http_new(const nt_channel_host_t *host, const char *ur
     json_t *j = json_loadb(sample, len, 0, &jerr);
     free(sample);
     if (j == NULL) {
-        *errmsg = msgf("email: channel.email.http_body is not JSON (placeholders go inside "
-                       "strings): %s at byte %d",
-                       jerr.text, jerr.position);
+        *errmsg = nt_msgf("email: channel.email.http_body is not JSON (placeholders go inside "
+                          "strings): %s at byte %d",
+                          jerr.text, jerr.position);
         goto fail;
     }
     json_decref(j);
@@ -400,7 +353,7 @@ nt_email_http_t *nt_email_http_new(const nt_channel_host_t *host, const char *ur
                   h->max_inflight, h->auth != NULL ? ", with an auth header" : "");
     return h;
 oom:
-    *errmsg = msgf("email: out of memory");
+    *errmsg = nt_msgf("email: out of memory");
 fail:
     nt_email_http_free(h);
     return NULL;
@@ -483,8 +436,8 @@ static void on_http_done(void *easy, int code, void *arg)
         rc = NT_ECANCELED;
     } else if (code != CURLE_OK) {
         rc = NT_EUNAVAIL;
-        detail = msgf("email: http %s: %s%s%s", j->msgid, curl_easy_strerror((CURLcode)code),
-                      j->errbuf[0] ? ": " : "", j->errbuf);
+        detail = nt_msgf("email: http %s: %s%s%s", j->msgid, curl_easy_strerror((CURLcode)code),
+                         j->errbuf[0] ? ": " : "", j->errbuf);
     } else if (status >= 200 && status <= 299) {
         rc = NT_OK;
     } else {
@@ -492,8 +445,8 @@ static void on_http_done(void *easy, int code, void *arg)
                    status != 401;
         rc = perm ? NT_EPERMFAIL : NT_EUNAVAIL;
         const char *answer = answer_line(j);
-        detail = msgf("email: http %s: status %ld%s%s", j->msgid, status,
-                      j->answer_len > 0 ? ": " : "", answer);
+        detail = nt_msgf("email: http %s: status %ld%s%s", j->msgid, status,
+                         j->answer_len > 0 ? ": " : "", answer);
         if (perm && answer_is_bounce(h, answer)) {
             /* The provider refused the recipient: a hard bounce (email.c). */
             rc = NT_OK;
@@ -577,8 +530,8 @@ nt_rc_t nt_email_http_send(nt_email_http_t *h, const char *msgid, const char *ke
 {
     hjob_t *j = calloc(1, sizeof(*j));
     /* The key names the message to the provider; a header cannot carry line breaks. */
-    char *idem = key != NULL && strpbrk(key, "\r\n") == NULL ? msgf("Idempotency-Key: %s", key)
-                                                             : NULL;
+    char *idem =
+        key != NULL && strpbrk(key, "\r\n") == NULL ? nt_msgf("Idempotency-Key: %s", key) : NULL;
     struct curl_slist *hdr = NULL, *t;
     if (j != NULL && idem != NULL) {
         /* "Expect:" turns off 100-continue, a round trip (or a 1 s stall) per larger body. */

@@ -9,27 +9,14 @@
 #include <openssl/evp.h>
 
 #include "email_buf.h"
+#include "nurture/msgf.h"
 
 /* Longest header value we keep (RFC 5322's line limit; encoded words fold it anyway). */
 #define HEADER_MAX 998
 /* Longest display name we keep. */
 #define NAME_MAX_BYTES 128
 
-static char *errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *errf(const char *fmt, ...)
-{
-    char *s = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+size_t nt_email_utf8_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     size_t len;
@@ -173,7 +160,7 @@ char *nt_email_header_clean(const char *s)
             i++;
             continue;
         }
-        size_t l = utf8_len(p + i, n - i);
+        size_t l = nt_email_utf8_len(p + i, n - i);
         if (b.len + (l != 0 ? l : 3) > HEADER_MAX)
             break;
         if (l == 0) {
@@ -251,7 +238,7 @@ char *nt_email_rfc2047(const char *s, size_t used)
         size_t max = (76 - room - 12) / 4 * 3;
         size_t chunk = 0;
         while (i + chunk < n) {
-            size_t l = utf8_len(p + i + chunk, n - i - chunk);
+            size_t l = nt_email_utf8_len(p + i + chunk, n - i - chunk);
             if (l == 0)
                 l = 1; /* cleaned input has none; keep going rather than loop */
             if (chunk + l > max && chunk > 0)
@@ -388,27 +375,27 @@ nt_rc_t nt_email_msg_build(const nt_email_msg_t *m, char **out, size_t *len, cha
     *out = NULL;
     *len = 0;
     if (!nt_email_addr_valid(m->from_addr)) {
-        *errmsg = errf("email: the From address is not a valid address");
+        *errmsg = nt_msgf("email: the From address is not a valid address");
         return NT_EINVAL;
     }
     if (!nt_email_addr_valid(m->to_addr)) {
-        *errmsg = errf("email: the lead's address is not a valid address");
+        *errmsg = nt_msgf("email: the lead's address is not a valid address");
         return NT_EINVAL;
     }
     if (m->reply_to != NULL && !nt_email_addr_valid(m->reply_to)) {
-        *errmsg = errf("email: the Reply-To address is not a valid address");
+        *errmsg = nt_msgf("email: the Reply-To address is not a valid address");
         return NT_EINVAL;
     }
     if (!msgid_valid(m->msgid)) {
-        *errmsg = errf("email: malformed Message-ID");
+        *errmsg = nt_msgf("email: malformed Message-ID");
         return NT_EINVAL;
     }
     if (m->unsub_url != NULL && !url_valid(m->unsub_url)) {
-        *errmsg = errf("email: the unsubscribe link is not an http(s) URL fit for a header");
+        *errmsg = nt_msgf("email: the unsubscribe link is not an http(s) URL fit for a header");
         return NT_EINVAL;
     }
     if (m->unsub_mailto != NULL && !nt_email_addr_valid(m->unsub_mailto)) {
-        *errmsg = errf("email: the unsubscribe address is not a valid address");
+        *errmsg = nt_msgf("email: the unsubscribe address is not a valid address");
         return NT_EINVAL;
     }
 
@@ -479,6 +466,6 @@ oom:
     free(text);
     free(html);
     nt_email_buf_fini(&b);
-    *errmsg = errf("email: out of memory building the message");
+    *errmsg = nt_msgf("email: out of memory building the message");
     return NT_ENOMEM;
 }

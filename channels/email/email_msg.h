@@ -50,6 +50,10 @@ nt_rc_t nt_email_message_id(const char *key, const char *domain, char *buf, size
  * Message-ID or the unsubscribe link is malformed; NT_ENOMEM. *out is NULL on failure. */
 nt_rc_t nt_email_msg_build(const nt_email_msg_t *m, char **out, size_t *len, char **errmsg);
 
+/* Length of the valid UTF-8 sequence at s (at most n bytes, n > 0): 1 to 4, or 0 when it is
+ * not one (a stray byte, an overlong form, a surrogate, beyond U+10FFFF). */
+size_t nt_email_utf8_len(const unsigned char *s, size_t n);
+
 /* One header value made safe: control characters (CR and LF included) become spaces, invalid
  * UTF-8 becomes U+FFFD, runs of blanks collapse to one, ends are trimmed. Malloc'd, or NULL. */
 char *nt_email_header_clean(const char *s);

@@ -100,7 +100,7 @@ static void pump(nt_email_smtp_t *s);
 static void xact_done(nt_email_smtp_t *s, xact_t *x, nt_rc_t rc, const char *outcome,
                       const char *what)
 {
-    char *detail = what != NULL ? nt_email_msgf("email: smtp %s: %s", x->msgid, what) : NULL;
+    char *detail = what != NULL ? nt_msgf("email: smtp %s: %s", x->msgid, what) : NULL;
     nt_channel_done_fn *done = x->done;
     void *arg = x->done_arg;
     free(x);
@@ -332,7 +332,7 @@ static int start_tls(conn_t *c)
 /* "<step>: <code> <text>" for a detail. */
 static char *answer(const conn_t *c, const char *step)
 {
-    return nt_email_msgf("%s: %d %s", step, c->code, c->text);
+    return nt_msgf("%s: %d %s", step, c->code, c->text);
 }
 
 /* The transaction on c failed at step with the answer in c: complete it and reset the
@@ -658,8 +658,8 @@ nt_email_smtp_t *nt_email_smtp_new(const nt_channel_host_t *host, const nt_email
     s->base = host->event_base;
     s->smtps = strncmp(cfg->url, "smtps://", 8) == 0;
     if (!s->smtps && strncmp(cfg->url, "smtp://", 7) != 0) {
-        *errmsg = nt_email_msgf("email: channel.email.smtp_url must start with smtp:// or "
-                                "smtps://");
+        *errmsg = nt_msgf("email: channel.email.smtp_url must start with smtp:// or "
+                          "smtps://");
         goto fail;
     }
     const char *h = cfg->url + (s->smtps ? 8 : 7);
@@ -695,7 +695,7 @@ nt_email_smtp_t *nt_email_smtp_new(const nt_channel_host_t *host, const nt_email
         (cfg->ca_file != NULL && s->ca_file == NULL))
         goto oom;
     if (s->user != NULL && strpbrk(s->user, "\r\n") != NULL) {
-        *errmsg = nt_email_msgf("email: channel.email.smtp_user must be one line");
+        *errmsg = nt_msgf("email: channel.email.smtp_user must be one line");
         goto fail;
     }
     s->tls = cfg->tls;
@@ -714,11 +714,11 @@ nt_email_smtp_t *nt_email_smtp_new(const nt_channel_host_t *host, const nt_email
         goto oom;
     return s;
 bad_url:
-    *errmsg = nt_email_msgf("email: channel.email.smtp_url '%.120s' is not smtp[s]://host[:port]",
-                   cfg->url);
+    *errmsg =
+        nt_msgf("email: channel.email.smtp_url '%.120s' is not smtp[s]://host[:port]", cfg->url);
     goto fail;
 oom:
-    *errmsg = nt_email_msgf("email: out of memory");
+    *errmsg = nt_msgf("email: out of memory");
 fail:
     nt_email_smtp_free(s);
     return NULL;

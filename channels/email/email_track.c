@@ -132,3 +132,30 @@ char *nt_email_track_html(const nt_email_track_t *t, const char *html)
     free(pixel);
     return nt_email_buf_take(&b);
 }
+
+char *nt_email_track_text(const nt_email_track_t *t, const char *text,
+                          const nt_email_span_t *links, size_t nlinks)
+{
+    nt_email_buf_t b = {0};
+    size_t at = 0, n = strlen(text);
+    for (size_t i = 0; i < nlinks; i++) {
+        const nt_email_span_t *s = &links[i];
+        if (s->off < at || s->len > n - s->off)
+            continue; /* not a span of this text */
+        char *url = strndup(text + s->off, s->len);
+        char *link = url != NULL && nt_track_url_ok(url)
+                         ? nt_email_track_link(t, NT_TRACK_CLICK, url)
+                         : NULL;
+        if (url == NULL)
+            b.oom = 1;
+        if (link != NULL) {
+            nt_email_buf_add(&b, text + at, s->off - at);
+            nt_email_buf_str(&b, link);
+            at = s->off + s->len;
+        }
+        free(url);
+        free(link);
+    }
+    nt_email_buf_str(&b, text + at);
+    return nt_email_buf_take(&b);
+}

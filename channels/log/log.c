@@ -259,35 +259,22 @@ static int known_outcome(const char *o)
     return 0;
 }
 
-static char *msgf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *msgf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 static nt_rc_t log_validate(const nt_kv_t *kv, size_t n, char **errmsg)
 {
     const char *o = param(kv, n, "outcome");
     if (o != NULL && !known_outcome(o)) {
         buf_t b = {0};
         buf_json_str(&b, o);
-        *errmsg = msgf("log: unknown outcome %s; expected sent, failed, opened, clicked, "
-                       "replied, attended, no_show, watched_recording, connected, "
-                       "meeting_booked, no_answer or not_interested",
-                       b.p != NULL ? b.p : "?");
+        *errmsg = nt_msgf("log: unknown outcome %s; expected sent, failed, opened, clicked, "
+                          "replied, attended, no_show, watched_recording, connected, "
+                          "meeting_booked, no_answer or not_interested",
+                          b.p != NULL ? b.p : "?");
         free(b.p);
         return NT_EINVAL;
     }
     const char *m = param(kv, n, "message");
     if (m != NULL && strpbrk(m, "\r\n") != NULL) {
-        *errmsg = msgf("log: message must be a single line of text");
+        *errmsg = nt_msgf("log: message must be a single line of text");
         return NT_EINVAL;
     }
     return NT_OK;
@@ -300,7 +287,7 @@ static int load_ids(log_state_t *st, char **errmsg)
     if (f == NULL) {
         if (errno == ENOENT)
             return 0;
-        *errmsg = msgf("log: cannot read %s: %s", st->path, strerror(errno));
+        *errmsg = nt_msgf("log: cannot read %s: %s", st->path, strerror(errno));
         return -1;
     }
     char *line = NULL;
@@ -321,7 +308,7 @@ static int load_ids(log_state_t *st, char **errmsg)
         if (p >= line + len)
             continue; /* a torn line */
         if (idset_add(&st->ids, s, (size_t)(p - s)) != 0) {
-            *errmsg = msgf("log: out of memory loading ids from %s", st->path);
+            *errmsg = nt_msgf("log: out of memory loading ids from %s", st->path);
             rc = -1;
             break;
         }
@@ -350,7 +337,7 @@ static nt_rc_t log_init(const nt_channel_host_t *host, void **state, char **errm
 {
     log_state_t *st = calloc(1, sizeof(*st));
     if (st == NULL) {
-        *errmsg = msgf("log: out of memory");
+        *errmsg = nt_msgf("log: out of memory");
         return NT_ENOMEM;
     }
     st->host = host;
@@ -361,9 +348,9 @@ static nt_rc_t log_init(const nt_channel_host_t *host, void **state, char **errm
     if (path != NULL && path[0] != '\0')
         st->path = strdup(path);
     else
-        st->path = msgf("%s/log-channel.jsonl", host->data_dir != NULL ? host->data_dir : ".");
+        st->path = nt_msgf("%s/log-channel.jsonl", host->data_dir != NULL ? host->data_dir : ".");
     if (st->path == NULL) {
-        *errmsg = msgf("log: out of memory");
+        *errmsg = nt_msgf("log: out of memory");
         free(st);
         return NT_ENOMEM;
     }
@@ -372,7 +359,7 @@ static nt_rc_t log_init(const nt_channel_host_t *host, void **state, char **errm
             goto fail;
         st->fd = open(st->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
         if (st->fd < 0) {
-            *errmsg = msgf("log: cannot open %s: %s", st->path, strerror(errno));
+            *errmsg = nt_msgf("log: cannot open %s: %s", st->path, strerror(errno));
             goto fail;
         }
         /* A line torn by a crash would swallow the next one: end it first. */

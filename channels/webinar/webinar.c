@@ -132,19 +132,6 @@ struct wb {
     unsigned long long registered, failed;
 };
 
-static char *msgf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *msgf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 static const char *param(const nt_kv_t *kv, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++)
@@ -319,8 +306,8 @@ static int tpl_parse(wb_t *w, const char *tpl, char **errmsg)
         const char *close = open != NULL ? strstr(open + 2, "}}") : NULL;
         int ph = -1;
         if (open != NULL && close == NULL) {
-            *errmsg = msgf("webinar: channel.webinar.body: '{{' without '}}' at byte %zu",
-                           (size_t)(open - tpl));
+            *errmsg = nt_msgf("webinar: channel.webinar.body: '{{' without '}}' at byte %zu",
+                              (size_t)(open - tpl));
             return -1;
         }
         if (open != NULL) {
@@ -329,8 +316,8 @@ static int tpl_parse(wb_t *w, const char *tpl, char **errmsg)
                 if (strlen(ph_names[i]) == nl && strncmp(open + 2, ph_names[i], nl) == 0)
                     ph = i;
             if (ph < 0) {
-                *errmsg = msgf("webinar: channel.webinar.body: unknown placeholder '{{%.*s}}'",
-                               (int)(nl < 40 ? nl : 40), open + 2);
+                *errmsg = nt_msgf("webinar: channel.webinar.body: unknown placeholder '{{%.*s}}'",
+                                  (int)(nl < 40 ? nl : 40), open + 2);
                 return -1;
             }
         }
@@ -353,7 +340,7 @@ static int tpl_parse(wb_t *w, const char *tpl, char **errmsg)
         p = close + 2;
     }
 oom:
-    *errmsg = msgf("webinar: out of memory");
+    *errmsg = nt_msgf("webinar: out of memory");
     return -1;
 }
 
@@ -415,18 +402,18 @@ static nt_rc_t wb_validate(const nt_kv_t *kv, size_t n, char **errmsg)
 {
     const char *v = param(kv, n, "webinar");
     if (v != NULL && !webinar_id_ok(v)) {
-        *errmsg = msgf("webinar: webinar must be 1 to %d of A-Z a-z 0-9 . _ -", WEBINAR_ID_MAX);
+        *errmsg = nt_msgf("webinar: webinar must be 1 to %d of A-Z a-z 0-9 . _ -", WEBINAR_ID_MAX);
         return NT_EINVAL;
     }
     v = param(kv, n, "register");
     if (v != NULL && strcmp(v, "yes") != 0 && strcmp(v, "no") != 0) {
-        *errmsg = msgf("webinar: register must be yes or no");
+        *errmsg = nt_msgf("webinar: register must be yes or no");
         return NT_EINVAL;
     }
     v = param(kv, n, "invite");
     if (v != NULL && strcmp(v, "email") != 0 && strcmp(v, "platform") != 0) {
-        *errmsg = msgf("webinar: invite must be email (a later email step sends it) or platform "
-                       "(the platform sends it)");
+        *errmsg = nt_msgf("webinar: invite must be email (a later email step sends it) or platform "
+                          "(the platform sends it)");
         return NT_EINVAL;
     }
     return NT_OK;
@@ -439,7 +426,7 @@ static nt_rc_t wb_init(const nt_channel_host_t *host, void **state, char **errms
     wb_t *w = calloc(1, sizeof(*w));
     nt_rc_t rc = NT_EINVAL;
     if (w == NULL) {
-        *errmsg = msgf("webinar: out of memory");
+        *errmsg = nt_msgf("webinar: out of memory");
         return NT_ENOMEM;
     }
     w->host = host;
@@ -448,8 +435,8 @@ static nt_rc_t wb_init(const nt_channel_host_t *host, void **state, char **errms
         goto oom;
     if (strlen(w->join_field) >= 200 || w->join_field[0] == '.' ||
         strstr(w->join_field, "..") != NULL) {
-        *errmsg = msgf("webinar: channel.webinar.join_field must be a field name, dots between "
-                       "nested names (data.join_url)");
+        *errmsg = nt_msgf("webinar: channel.webinar.join_field must be a field name, dots between "
+                          "nested names (data.join_url)");
         goto fail;
     }
     const char *url = cfg(host, "url", NULL);
@@ -464,19 +451,19 @@ static nt_rc_t wb_init(const nt_channel_host_t *host, void **state, char **errms
     }
     if (host->size < offsetof(nt_channel_host_t, curl_add) + sizeof(host->curl_add) ||
         host->curl_add == NULL) {
-        *errmsg = msgf("webinar: channel.webinar.url needs a host with curl_add (a newer "
-                       "nurtured)");
+        *errmsg = nt_msgf("webinar: channel.webinar.url needs a host with curl_add (a newer "
+                          "nurtured)");
         rc = NT_EABI;
         goto fail;
     }
     if ((strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0) ||
         strpbrk(url, " \t\r\n") != NULL) {
-        *errmsg = msgf("webinar: channel.webinar.url must be an http:// or https:// URL");
+        *errmsg = nt_msgf("webinar: channel.webinar.url must be an http:// or https:// URL");
         goto fail;
     }
     for (const char *p = strstr(url, "{{"); p != NULL; p = strstr(p + 2, "{{"))
         if (strncmp(p, "{{webinar}}", 11) != 0) {
-            *errmsg = msgf("webinar: channel.webinar.url: the only placeholder is {{webinar}}");
+            *errmsg = nt_msgf("webinar: channel.webinar.url: the only placeholder is {{webinar}}");
             goto fail;
         }
     w->url = strdup(url);
@@ -492,8 +479,8 @@ static nt_rc_t wb_init(const nt_channel_host_t *host, void **state, char **errms
             bad = (unsigned char)*p < 0x20 && *p != '\t';
         if (bad) {
             /* never echo the line: it holds a secret */
-            *errmsg = msgf("webinar: channel.webinar.auth (or NT_WEBINAR_AUTH) must be one "
-                           "header line 'Name: value'");
+            *errmsg = nt_msgf("webinar: channel.webinar.auth (or NT_WEBINAR_AUTH) must be one "
+                              "header line 'Name: value'");
             goto fail;
         }
         w->auth = strdup(auth);
@@ -504,8 +491,8 @@ static nt_rc_t wb_init(const nt_channel_host_t *host, void **state, char **errms
     w->connect_timeout_ms = cfg_long(host, "connect_timeout_ms", 10000, 100, 600000);
     w->max_inflight = (int)cfg_long(host, "max_inflight", 8, 1, 1024);
     if (w->timeout_ms < 0 || w->connect_timeout_ms < 0 || w->max_inflight < 0) {
-        *errmsg = msgf("webinar: timeout_ms (100..3600000), connect_timeout_ms (100..600000) "
-                       "and max_inflight (1..1024) must be numbers in range");
+        *errmsg = nt_msgf("webinar: timeout_ms (100..3600000), connect_timeout_ms (100..600000) "
+                          "and max_inflight (1..1024) must be numbers in range");
         goto fail;
     }
     if (tpl_parse(w, cfg(host, "body", WEBINAR_DEFAULT_BODY), errmsg) != 0)
@@ -522,9 +509,9 @@ static nt_rc_t wb_init(const nt_channel_host_t *host, void **state, char **errms
     json_t *j = json_loadb(sample, len, 0, &jerr);
     free(sample);
     if (j == NULL) {
-        *errmsg = msgf("webinar: channel.webinar.body is not JSON (placeholders go inside "
-                       "strings): %s at byte %d",
-                       jerr.text, jerr.position);
+        *errmsg = nt_msgf("webinar: channel.webinar.body is not JSON (placeholders go inside "
+                          "strings): %s at byte %d",
+                          jerr.text, jerr.position);
         goto fail;
     }
     json_decref(j);
@@ -534,7 +521,7 @@ static nt_rc_t wb_init(const nt_channel_host_t *host, void **state, char **errms
     *state = w;
     return NT_OK;
 oom:
-    *errmsg = msgf("webinar: out of memory");
+    *errmsg = nt_msgf("webinar: out of memory");
     rc = NT_ENOMEM;
 fail:
     wb_free(w);
@@ -626,14 +613,14 @@ static void on_written(void *arg, nt_rc_t rc)
         return;
     }
     if (rc == NT_ENOTFOUND) {
-        detail =
-            msgf("webinar: %s %s: registered, but the lead no longer exists", j->webinar, j->msgid);
+        detail = nt_msgf("webinar: %s %s: registered, but the lead no longer exists", j->webinar,
+                         j->msgid);
         rc = NT_EPERMFAIL;
     } else {
         /* Transient: the host retries the send, the platform sees the same Idempotency-Key. */
-        detail = msgf("webinar: %s %s: registered, but the join link was not stored on the "
-                      "lead (%s)",
-                      j->webinar, j->msgid, rc == NT_ETIMEOUT ? "timeout" : "unavailable");
+        detail = nt_msgf("webinar: %s %s: registered, but the join link was not stored on the "
+                         "lead (%s)",
+                         j->webinar, j->msgid, rc == NT_ETIMEOUT ? "timeout" : "unavailable");
         rc = rc == NT_ETIMEOUT ? NT_ETIMEOUT : NT_EUNAVAIL;
     }
     job_finish(w, j, rc, NULL, detail != NULL ? detail : "webinar: out of memory");
@@ -667,9 +654,9 @@ static int registered(wb_t *w, job_t *j, char *link, char *detail)
     if (rc == NT_AGAIN)
         return 1; /* j is on_written's */
     writing_del(w, j);
-    char *d = msgf("webinar: %s %s: registered, but the join link cannot be stored on the lead "
-                   "(%s)",
-                   j->webinar, j->msgid, rc == NT_EINVAL ? "refused" : "unavailable");
+    char *d = nt_msgf("webinar: %s %s: registered, but the join link cannot be stored on the lead "
+                      "(%s)",
+                      j->webinar, j->msgid, rc == NT_EINVAL ? "refused" : "unavailable");
     job_finish(w, j, rc == NT_EINVAL ? NT_EPERMFAIL : NT_EUNAVAIL, NULL,
                d != NULL ? d : "webinar: out of memory");
     free(d);
@@ -736,15 +723,15 @@ static void on_http_done(void *easy, int code, void *arg)
         rc = NT_ECANCELED;
     } else if (code != CURLE_OK) {
         rc = NT_EUNAVAIL;
-        detail = msgf("webinar: %s %s: %s%s%s", j->webinar, j->msgid,
-                      curl_easy_strerror((CURLcode)code), j->errbuf[0] ? ": " : "", j->errbuf);
+        detail = nt_msgf("webinar: %s %s: %s%s%s", j->webinar, j->msgid,
+                         curl_easy_strerror((CURLcode)code), j->errbuf[0] ? ": " : "", j->errbuf);
     } else if (status >= 200 && status <= 299) {
         json_t *ans = j->answer != NULL ? json_loadb(j->answer, j->answer_len, 0, NULL) : NULL;
         const char *link = ans != NULL ? json_path(ans, w->join_field) : NULL;
         char *keep = NULL;
         if (join_url_ok(link)) {
             keep = strdup(link);
-            detail = keep != NULL ? msgf("%s (%s)", link, invite_words(j->invite)) : NULL;
+            detail = keep != NULL ? nt_msgf("%s (%s)", link, invite_words(j->invite)) : NULL;
         } else {
             /* Never quoted: it may be anything, of any length. */
             if (w->host->log != NULL)
@@ -752,9 +739,9 @@ static void on_http_done(void *easy, int code, void *arg)
                              "%s: registered for %s, but the answer has no usable http(s) link "
                              "in '%s'",
                              j->msgid, j->webinar, w->join_field);
-            detail = msgf("registered for %s without a join link (no usable http(s) link in "
-                          "'%s' of the answer; %s)",
-                          j->webinar, w->join_field, invite_words(j->invite));
+            detail = nt_msgf("registered for %s without a join link (no usable http(s) link in "
+                             "'%s' of the answer; %s)",
+                             j->webinar, w->join_field, invite_words(j->invite));
         }
         json_decref(ans);
         registered(w, j, keep, detail);
@@ -764,8 +751,8 @@ static void on_http_done(void *easy, int code, void *arg)
         int perm =
             status >= 400 && status <= 499 && status != 408 && status != 429 && status != 401;
         rc = perm ? NT_EPERMFAIL : NT_EUNAVAIL;
-        detail = msgf("webinar: %s %s: status %ld%s%s", j->webinar, j->msgid, status,
-                      j->answer_len > 0 ? ": " : "", answer_line(j));
+        detail = nt_msgf("webinar: %s %s: status %ld%s%s", j->webinar, j->msgid, status,
+                         j->answer_len > 0 ? ": " : "", answer_line(j));
     }
     job_finish(w, j, rc, NULL, detail);
     free(detail);
@@ -828,7 +815,7 @@ static void start_queued(wb_t *w)
 /* The headers of a registration. NULL when out of memory. */
 static struct curl_slist *headers(const wb_t *w, const char *key)
 {
-    char *idem = msgf("Idempotency-Key: %s", key);
+    char *idem = nt_msgf("Idempotency-Key: %s", key);
     /* "Expect:" turns off 100-continue, a round trip (or a 1 s stall) per larger body. */
     const char *lines[] = {"Content-Type: application/json", "Accept: application/json",
                            "Expect:", idem, w->auth};
@@ -858,7 +845,7 @@ static char *local_link(const char *webinar, const char *lead)
             if (*p == '\0')
                 break;
         }
-    return msgf(LOCAL_BASE "%s/%016llx", webinar, (unsigned long long)h);
+    return nt_msgf(LOCAL_BASE "%s/%016llx", webinar, (unsigned long long)h);
 }
 
 static nt_rc_t wb_dispatch(void *state, const nt_message_t *msg, nt_channel_done_fn *done,
@@ -879,7 +866,7 @@ static nt_rc_t wb_dispatch(void *state, const nt_message_t *msg, nt_channel_done
     }
     if (reg != NULL && strcmp(reg, "no") == 0) {
         char *detail =
-            msgf("not registered for %s (register: no; %s)", webinar, invite_words(invite));
+            nt_msgf("not registered for %s (register: no; %s)", webinar, invite_words(invite));
         done(done_arg, NT_OK, "sent", detail);
         free(detail);
         return NT_OK;
@@ -907,7 +894,7 @@ static nt_rc_t wb_dispatch(void *state, const nt_message_t *msg, nt_channel_done
 
     if (w->url == NULL) {
         char *link = local_link(webinar, msg->lead_id);
-        char *detail = link != NULL ? msgf("%s (%s)", link, invite_words(invite)) : NULL;
+        char *detail = link != NULL ? nt_msgf("%s (%s)", link, invite_words(invite)) : NULL;
         return registered(w, j, link, detail) ? NT_AGAIN : NT_OK;
     }
 

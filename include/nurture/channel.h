@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nurture/msgf.h" /* nt_msgf, for the hooks' errmsg and details */
 #include "nurture/rc.h"
 
 #ifdef __cplusplus

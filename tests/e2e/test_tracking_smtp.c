@@ -2,9 +2,10 @@
  * free port), the tests take the received messages apart (MIME parts, quoted-printable or
  * base64 as the channel encodes them), follow the click link and the List-Unsubscribe one-click
  * POST over HTTP to nurtured, and check what moved a lead, what only reached its timeline and
- * what was refused. Also bounces: aiosmtpd answers 550 at RCPT TO for reject* addresses (the
- * send leaves by bounced and the address is suppressed), and a provider's later bounce is an
- * email.bounced event a plan waits on. The maildir twin of these tests: test_tracking.c. */
+ * what was refused; the text part is the Markdown as plain text with the same click links as the
+ * HTML part, and one of its links is followed. Also bounces: aiosmtpd answers 550 at RCPT TO
+ * for reject* addresses (the send leaves by bounced and the address is suppressed), and a
+ * provider's later bounce is an email.bounced event a plan waits on. The maildir twin of these tests: test_tracking.c. */
 #include "api_util.h"
 #include "track_util.h"
 
@@ -54,6 +55,25 @@ static int teardown(void **state)
     return 0;
 }
 
+/* The k-th click link's path "/t/c/<token>" in s (a decoded message part). */
+static void nth_click(const char *s, int k, char *out, size_t cap)
+{
+    const char *p = s;
+
+    for (int i = 0; i <= k; i++) {
+        p = strstr(p, "/t/c/");
+        if (!p)
+            fail_msg("no click link %d in:\n%s", k, s);
+        if (i < k)
+            p += 5;
+    }
+    size_t len = 5 + strspn(p + 5, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                   "0123456789-_.");
+    assert_true(len < cap);
+    memcpy(out, p, len);
+    out[len] = '\0';
+}
+
 /* The one message received for id, raw (caller frees). */
 static char *the_message(const char *id)
 {
@@ -94,16 +114,29 @@ static void test_tracking_smtp_received_message_a_scanner_click_does_not_move_a_
     assert_string_equal(h, "Hello Ada");
     free(h);
     text = mime_part(msg, "text/plain");
-    assert_non_null(strstr(text, "Hello Ada, read [the guide](https://example.com/guide?a=1&b=2)"));
     html = mime_part(msg, "text/html");
     assert_non_null(strstr(html, "/t/o/"));
     assert_null(strstr(html, "href=\"https://example.com/guide")); /* every link is tracked */
+    /* the text part is the Markdown rendered as text, with the HTML part's click links */
+    char c0[4096], c1[4096], *want;
+    nth_click(html, 0, c0, sizeof(c0));
+    nth_click(html, 1, c1, sizeof(c1));
+    assert_true(asprintf(&want,
+                         "Hello Ada, read the guide (" PUBLIC_URL "%s) and\r\n"
+                         "the docs (" PUBLIC_URL "%s).\r\n\r\n"
+                         "-- \r\nNot useful any more? Unsubscribe: " PUBLIC_URL "/t/u/",
+                         c0, c1) > 0);
+    if (strncmp(text, want, strlen(want)) != 0)
+        fail_msg("text part:\n%s\nwanted it to start with:\n%s", text, want);
+    free(want);
+    nth_click(text, 0, link, sizeof(link));
+    assert_string_equal(link, c0);
     free(text);
     free(html);
     free(msg);
 
-    /* a click within the first seconds, then a scanner's: recorded, nothing moves */
-    link_of("sm-a", 'c', 0, link, sizeof(link));
+    /* the text part's link: a click within the first seconds, then a scanner's: recorded,
+     * nothing moves */
     req("GET", link, BROWSER, NULL, NULL, NULL, 0, &r);
     assert_int_equal(r.status, 302);
     assert_string_equal(r.location, "https://example.com/guide?a=1&b=2");

@@ -557,8 +557,8 @@ static void test_email_http_posts_escaped_json_with_the_idempotency_key(void **s
     assert_true(strncmp(jstr(j, "headers.List-Unsubscribe"),
                         "<https://acme.example/unsubscribe?m=", 36) == 0);
     const char *text = jstr(j, "text");
-    assert_non_null(strstr(text, "Hello Zoë \"Z\",\n\nTeams like **Büro <Kraft> & Co** say "
-                                 "\"the same\" thing \\ every time.\n"));
+    assert_non_null(strstr(text, "Hello Zoë \"Z\",\n\nTeams like Büro <Kraft> & Co say "
+                                 "\"the same\" thing \\ every time.\n\n-- \n"));
     const char *html = jstr(j, "html");
     assert_non_null(strstr(html, "<strong>Büro &lt;Kraft&gt; &amp; Co</strong>"));
     assert_non_null(strstr(html, "<title>&quot;Grüße&quot;, Zoë &quot;Z&quot;: 5 signs"));

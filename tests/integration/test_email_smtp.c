@@ -404,9 +404,20 @@ static void test_email_smtp_delivers_headers_and_mime_parts(void **state)
     assert_non_null(html);
     assert_true(text < html);
     /* Substituted and escaped: "Zoë" is =C3=AB in quoted-printable; the company is HTML-escaped
-     * in the HTML part and plain in the text part. */
+     * in the HTML part and plain in the text part, which is the Markdown rendered as text. */
     assert_non_null(strstr(text, "Hello Zo=C3=AB,"));
-    assert_non_null(strstr(text, "Teams like **B=C3=BCro <Kraft> & Co**"));
+    const char *tbody = strstr(text, "\r\n\r\n") + 4;
+    char *plain = strndup(tbody, (size_t)(strstr(tbody, "\r\n--=_nt_") - tbody));
+    nt_test_qp_decode(plain);
+    char *want_text = NULL;
+    assert_true(asprintf(&want_text,
+                         "Hello Zoë,\r\n\r\nTeams like Büro <Kraft> & Co tell us the same five "
+                         "things.\r\n\r\n- one\r\n- two\r\n\r\n-- \r\nNot useful any more? "
+                         "Unsubscribe: https://acme.example/unsubscribe?m=%.32s\r\n",
+                         mid + 1) > 0);
+    assert_string_equal(plain, want_text);
+    free(plain);
+    free(want_text);
     assert_non_null(strstr(html, "<strong>B=C3=BCro &lt;Kraft&gt; &amp; Co</strong>"));
     assert_non_null(strstr(html, "<li>one</li>"));
     assert_null(strstr(html, "<Kraft>"));

@@ -1284,7 +1284,7 @@ static void test_webinar_through_nurtured_registered_or_failed_after_retries(voi
     snprintf(want, sizeof(want), "<a href=\"%s\">Confirm my seat</a>", link);
     if (strstr(msg, want) == NULL)
         fail_msg("no '%s' in:\n%s", want, msg);
-    snprintf(want, sizeof(want), "[Confirm my seat](%s)", link);
+    snprintf(want, sizeof(want), "Confirm my seat (%s)", link);
     assert_non_null(strstr(msg, want));
     free(msg);
 

@@ -1,5 +1,6 @@
 /* The email channel's message builder and templates: headers, MIME structure, RFC 2047, CRLF,
- * Message-ID determinism, {{}} substitution with defaults and escaping, hostile values. */
+ * Message-ID determinism, {{}} substitution with defaults and escaping, hostile values, the
+ * plain-text rendering of the Markdown and its tracked links. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,8 @@
 
 #include "email_msg.h"
 #include "email_tpl.h"
+#include "email_track.h"
+#include "nurture/track.h"
 
 /* ---- helpers: a tiny reader for what the builder writes ---- */
 
@@ -497,8 +500,12 @@ static void test_email_template_rendered_once_gives_what_rendering_each_time_giv
     nt_email_tpl_t *t = parse("Subject: Hi {{first_name|there}}\n\n"
                               "# Hello {{first_name|there}}\n\n"
                               "*Teams like {{company|yours}}* read [the guide]"
-                              "(https://example.com/g?c={{company}}).\n\n- {{role|you}}\n");
+                              "(https://example.com/g?c={{company}}).\n\n- {{role|you}}\n"
+                              "  1. [{{company}}]({{website|https://acme.example}})\n\n"
+                              "> ## {{company}} {{role}}\n");
     assert_non_null(t->html_marks);
+    assert_non_null(t->text_marks);
+    assert_int_equal(t->ntext_links, 2);
     const nt_kv_t leads[][2] = {
         {{"first_name", "Zoë"}, {"company", "Büro <Kraft> & \"Co\" **bold** [x](y)"}},
         {{"first_name", ""}, {"role", "<script>alert(1)</script>"}},
@@ -513,6 +520,11 @@ static void test_email_template_rendered_once_gives_what_rendering_each_time_giv
         t->html_marks = cached;
         assert_string_equal(once.html, each.html);
         assert_string_equal(once.text, each.text);
+        assert_int_equal(once.nlinks, each.nlinks);
+        for (size_t k = 0; k < once.nlinks; k++) {
+            assert_int_equal(once.links[k].off, each.links[k].off);
+            assert_int_equal(once.links[k].len, each.links[k].len);
+        }
         assert_null(strstr(once.html, "<script>"));
         assert_null(strstr(once.html, "<strong>bold"));
         nt_email_rendered_fini(&once);
@@ -541,13 +553,13 @@ static void test_email_template_substitutes_attributes_with_defaults(void **stat
     char *err = NULL;
     assert_int_equal(nt_email_tpl_render(t, lead, 3, &r, &err), NT_OK);
     assert_string_equal(r.subject, "Hi Ada, about ");
-    assert_string_equal(r.text, "Hello Ada,\n\n*your team* in London.\n");
+    assert_string_equal(r.text, "Hello Ada,\n\nyour team in London.\n");
     assert_string_equal(r.html, "<p>Hello Ada,</p>\n<p><em>your team</em> in London.</p>\n");
     nt_email_rendered_fini(&r);
     /* No attributes at all: defaults, and nothing where there is none. */
     assert_int_equal(nt_email_tpl_render(t, NULL, 0, &r, &err), NT_OK);
     assert_string_equal(r.subject, "Hi there, about ");
-    assert_string_equal(r.text, "Hello there,\n\n*your team* in .\n");
+    assert_string_equal(r.text, "Hello there,\n\nyour team in .\n");
     nt_email_rendered_fini(&r);
     nt_email_tpl_free(t);
 }
@@ -606,7 +618,12 @@ static void test_email_template_a_stored_link_starts_a_link_target_only_as_a_pla
                            "<a href=\"https://platform.example/j/w/1?tk=a%2Fb&amp;x=&#39;1&#39;"
                            "\">Join</a>"));
     assert_non_null(strstr(r.html, "href=\"https://acme.example/p?u=https%3A%2F%2Fplatform"));
-    assert_non_null(strstr(r.text, "[Join](https://platform.example/j/w/1?tk=a%2Fb&x='1')"));
+    assert_string_equal(r.text, "Join (https://platform.example/j/w/1?tk=a%2Fb&x='1')\n\n"
+                                "Page (https://acme.example/p?u=https%3A%2F%2Fplatform.example%2Fj"
+                                "%2Fw%2F1%3Ftk%3Da%252Fb%26x%3D%271%27)\n");
+    assert_int_equal(r.nlinks, 2);
+    assert_int_equal(strncmp(r.text + r.links[0].off, "https://platform.example/", 25), 0);
+    assert_int_equal(r.links[0].len, strlen("https://platform.example/j/w/1?tk=a%2Fb&x='1'"));
     nt_email_rendered_fini(&r);
 
     /* None, or an empty one: the template's default. */
@@ -633,6 +650,13 @@ static void test_email_template_a_stored_link_starts_a_link_target_only_as_a_pla
         assert_null(strstr(r.html, "href=\"https://x.example"));
         assert_null(strpbrk(r.subject, "\r\n"));
         assert_non_null(strstr(r.html, "<a href=\"")); /* the link is there, made harmless */
+        /* In the text the same: percent-encoded, one line. */
+        assert_true(strncmp(r.text, "Join (", 6) == 0);
+        assert_null(strstr(r.text, "javascript:"));
+        assert_null(strstr(r.text, "(https://x.example"));
+        assert_null(strstr(r.text, "<script"));
+        assert_int_equal(r.nlinks, 2);
+        assert_null(memchr(r.text + r.links[0].off, '\n', r.links[0].len));
         nt_email_rendered_fini(&r);
     }
     nt_email_tpl_free(t);
@@ -717,6 +741,272 @@ static void test_email_template_check_refuses_unknown_attributes_without_default
     free(err);
 }
 
+/* Every construct of the plain-text rendering, with the exact text it gives. */
+static void test_email_template_text_renders_every_construct(void **state)
+{
+    (void)state;
+    nt_email_tpl_t *t = parse(
+        "Subject: All of it\n\n"
+        "# Grüße, {{first_name|you}}!\n\n"
+        "## Second *level* `x`\n\n"
+        "Some *emphasis*, __strong__, `inline code`, a [link](https://example.com/p?a=1&b='2' "
+        "\"title\") and\n"
+        "<https://example.com/auto>, <ada@example.com> and [x](javascript:alert(1)).  \n"
+        "After a hard break: ![the logo](https://example.com/l.png) and <b>raw</b> inline.\n\n"
+        "<div>\nraw block\n</div>\n\n"
+        "- one\n- two\n  continued\n  - nested a\n  - nested b\n- three\n\n"
+        "7. seven\n8. eight\n   - inner\n9. nine\n10. ten\n    continued\n\n"
+        "> quoted *line*\n> second line\n>\n> 1. in a quote\n\n"
+        "    indented code\n      keeps its indent\n\n"
+        "```sh\nfenced   \n\nafter a blank line\n```\n\n"
+        "* loose one\n\n* loose two\n\n  second paragraph\n\n"
+        "***\n\n"
+        "[Join]({{webinar_join_link|https://w.example/j}}) [Ä](<https://ex.example/ä b|{}>)\n"
+        "[https://example.com/same](https://example.com/same)\n");
+    const nt_kv_t lead[] = {{"first_name", "Zoë"}};
+    nt_email_rendered_t r;
+    char *err = NULL;
+    assert_int_equal(nt_email_tpl_render(t, lead, 1, &r, &err), NT_OK);
+    assert_string_equal(r.text,
+                        "Grüße, Zoë!\n"
+                        "===========\n"
+                        "\n"
+                        "Second level x\n"
+                        "--------------\n"
+                        "\n"
+                        "Some emphasis, strong, inline code, a link "
+                        "(https://example.com/p?a=1&b='2') and\n"
+                        "https://example.com/auto, ada@example.com and x.\n"
+                        "After a hard break: the logo and raw inline.\n"
+                        "\n"
+                        "- one\n"
+                        "- two\n"
+                        "  continued\n"
+                        "  - nested a\n"
+                        "  - nested b\n"
+                        "- three\n"
+                        "\n"
+                        "7. seven\n"
+                        "8. eight\n"
+                        "   - inner\n"
+                        "9. nine\n"
+                        "10. ten\n"
+                        "    continued\n"
+                        "\n"
+                        "> quoted line\n"
+                        "> second line\n"
+                        ">\n"
+                        "> 1. in a quote\n"
+                        "\n"
+                        "    indented code\n"
+                        "      keeps its indent\n"
+                        "\n"
+                        "    fenced\n"
+                        "\n"
+                        "    after a blank line\n"
+                        "\n"
+                        "- loose one\n"
+                        "\n"
+                        "- loose two\n"
+                        "\n"
+                        "  second paragraph\n"
+                        "\n"
+                        "----------------------------------------\n"
+                        "\n"
+                        "Join (https://w.example/j) Ä (https://ex.example/%C3%A4%20b%7C%7B%7D)\n"
+                        "https://example.com/same\n");
+    /* The link targets, as the HTML's hrefs have them. */
+    static const char *const want[] = {
+        "https://example.com/p?a=1&b='2'", "https://example.com/auto", "https://w.example/j",
+        "https://ex.example/%C3%A4%20b%7C%7B%7D", "https://example.com/same"};
+    assert_int_equal(r.nlinks, 5);
+    for (size_t i = 0; i < r.nlinks; i++) {
+        assert_int_equal(r.links[i].len, strlen(want[i]));
+        assert_memory_equal(r.text + r.links[i].off, want[i], r.links[i].len);
+    }
+    assert_non_null(strstr(r.html, "href=\"https://ex.example/%C3%A4%20b%7C%7B%7D\""));
+    nt_email_rendered_fini(&r);
+    nt_email_tpl_free(t);
+
+    /* A heading underlined to its width in characters once its value is in, in a list. */
+    t = parse("Subject: x\n\n- ## {{company}} ✓\n\n  text\n");
+    const nt_kv_t co[] = {{"company", "日本語の会社"}};
+    assert_int_equal(nt_email_tpl_render(t, co, 1, &r, &err), NT_OK);
+    assert_string_equal(r.text, "- 日本語の会社 ✓\n  --------\n\n  text\n");
+    nt_email_rendered_fini(&r);
+    nt_email_tpl_free(t);
+}
+
+/* Values in the text are plain single lines: nothing in them is Markdown, a link or a mark. */
+static void test_email_template_text_hostile_values_stay_plain_text(void **state)
+{
+    (void)state;
+    nt_email_tpl_t *t = parse("Subject: x\n\n# Hi {{first_name}}\n\n"
+                              "*{{company}}* at [the page](https://acme.example/p?c={{company}})\n"
+                              "and [yours]({{website}}).\n");
+    char big[5001];
+    memset(big, 'v', 5000);
+    big[5000] = '\0';
+    big[1023] = '\xc3'; /* a 2-byte character across the 1024-byte cap: cut before it */
+    big[1024] = '\xa9';
+    const nt_kv_t lead[] = {
+        {"first_name", "Ada\r\nBcc: x@evil.example\t<script>alert(1)</script>"},
+        {"company", "](javascript:alert(1)) {{first_name}} NtPh0000Z **b** \xff\xfe ok"},
+        {"website", big},
+    };
+    nt_email_rendered_t r;
+    char *err = NULL;
+    assert_int_equal(nt_email_tpl_render(t, lead, 3, &r, &err), NT_OK);
+    const char *hi = "Hi Ada  Bcc: x@evil.example <script>alert(1)</script>";
+    const char *co =
+        "](javascript:alert(1)) {{first_name}} NtPh0000Z **b** \xef\xbf\xbd\xef\xbf\xbd ok";
+    char *want = NULL;
+    assert_true(asprintf(&want,
+                         "%s\n%.*s\n\n%s at the page (https://acme.example/p?c="
+                         "%%5D%%28javascript%%3Aalert%%281%%29%%29%%20"
+                         "%%7B%%7Bfirst_name%%7D%%7D%%20NtPh0000Z%%20%%2A%%2Ab%%2A%%2A%%20%%EF%%BF%%BD%%EF%%BF%%BD%%20ok)\n"
+                         "and yours (%.1023s).\n",
+                         hi, (int)strlen(hi),
+                         "====================================================================", co,
+                         big) > 0);
+    assert_string_equal(r.text, want);
+    free(want);
+    assert_int_equal(r.nlinks, 2);
+    /* A 5,000-byte value is cut to NT_EMAIL_VALUE_MAX on a character boundary (1,023 bytes
+     * here), and a value that is not a URL does not become one. */
+    assert_int_equal(r.links[1].len, 1023);
+    nt_email_rendered_fini(&r);
+    nt_email_tpl_free(t);
+}
+
+/* Only raw HTML, or an image without alt text: HTML, but no text; validation says so. */
+static void test_email_template_check_refuses_an_empty_text(void **state)
+{
+    (void)state;
+    static const char *const empty[] = {
+        "Subject: x\n\n<div><b>only raw HTML</b></div>\n",
+        "Subject: x\n\n![](https://example.com/banner.png)\n",
+        "Subject: x\n\n<!-- a comment -->\n\n   \n",
+    };
+    for (size_t i = 0; i < sizeof(empty) / sizeof(empty[0]); i++) {
+        nt_email_tpl_t *t = parse(empty[i]);
+        nt_email_rendered_t r;
+        char *err = NULL;
+        assert_int_equal(nt_email_tpl_render(t, NULL, 0, &r, &err), NT_OK);
+        assert_string_equal(r.text, "");
+        nt_email_rendered_fini(&r);
+        assert_int_equal(nt_email_tpl_check(t, &err), NT_EINVAL);
+        assert_non_null(strstr(err, "renders to an empty plain-text body"));
+        free(err);
+        nt_email_tpl_free(t);
+    }
+    /* Almost empty is fine: one character, with blank lines around it. */
+    nt_email_tpl_t *t = parse("Subject: x\n\n\n\n.\n\n\n");
+    char *err = NULL;
+    assert_int_equal(nt_email_tpl_check(t, &err), NT_OK);
+    nt_email_rendered_t r;
+    assert_int_equal(nt_email_tpl_render(t, NULL, 0, &r, &err), NT_OK);
+    assert_string_equal(r.text, ".\n");
+    nt_email_rendered_fini(&r);
+    nt_email_tpl_free(t);
+}
+
+/* The n-th "/t/c/<token>" in s, copied to out (cap bytes); 0, or -1 when there is none. */
+static int nth_click(const char *s, int n, char *out, size_t cap)
+{
+    const char *p = s;
+    for (int i = 0; i <= n; i++) {
+        p = strstr(p, "/t/c/");
+        if (p == NULL)
+            return -1;
+        if (i < n)
+            p += 5;
+    }
+    size_t len = 5 + strspn(p + 5, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                   "0123456789-_.");
+    assert_true(len < cap);
+    memcpy(out, p, len);
+    out[len] = '\0';
+    return 0;
+}
+
+/* Tracking gives a URL the same click link in the text as in the HTML, whatever cmark
+ * percent-encodes or entity-escapes in the href; mailto: and unsafe links stay. The message
+ * built from them has no line longer than 998 bytes, with 2 KB URLs and 1 KB values. */
+static void test_email_template_text_links_are_tracked_as_in_the_html(void **state)
+{
+    (void)state;
+    char *src = NULL, longpath[1801];
+    memset(longpath, 'p', 1800);
+    longpath[1800] = '\0';
+    assert_true(asprintf(&src,
+                         "Subject: x\n\n"
+                         "Read [the guide](https://example.com/g?a=1&b='2'&c=\"3\"&d=[4]|ä) or\n"
+                         "<https://example.com/auto?x=&amp;y>, [mail](mailto:a@example.com),\n"
+                         "[join]({{webinar_join_link}}), [by company](https://example.com/c/"
+                         "{{company}}) and [long](https://example.com/%s).\n\n"
+                         "Once more: [the guide](https://example.com/g?a=1&b='2'&c=\"3\"&d=[4]|ä)"
+                         "\n",
+                         longpath) > 0);
+    nt_email_tpl_t *t = parse(src);
+    free(src);
+    char company[NT_EMAIL_VALUE_MAX + 1];
+    memset(company, 'c', NT_EMAIL_VALUE_MAX);
+    company[NT_EMAIL_VALUE_MAX] = '\0';
+    company[10] = ' ';
+    const nt_kv_t lead[] = {{"webinar_join_link", "https://platform.example/j?t=a&u='b'"},
+                            {"company", company}};
+    nt_email_rendered_t r;
+    char *err = NULL;
+    assert_int_equal(nt_email_tpl_render(t, lead, 2, &r, &err), NT_OK);
+    nt_email_track_t tr = {"https://links.example", "secret", 6, "lead-1:plan:node:1", 1770000000};
+    char *html = nt_email_track_html(&tr, r.html);
+    char *text = nt_email_track_text(&tr, r.text, r.links, r.nlinks);
+    assert_non_null(html);
+    assert_non_null(text);
+    /* Six http(s) links in both, the same ones in the same order. */
+    char a[8192], b[8192];
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(nth_click(html, i, a, sizeof(a)), 0);
+        assert_int_equal(nth_click(text, i, b, sizeof(b)), 0);
+        assert_string_equal(a, b);
+        nt_track_token_t tok;
+        assert_int_equal(nt_track_verify("secret", 6, a + 5, 1770000001, &tok), NT_TRACK_OK);
+        if (i == 0 || i == 5)
+            assert_string_equal(tok.url, "https://example.com/g?a=1&b='2'&c=%223%22&d=%5B4%5D%7C"
+                                         "%C3%A4");
+        if (i == 2)
+            assert_string_equal(tok.url, "https://platform.example/j?t=a&u='b'");
+    }
+    assert_int_equal(nth_click(html, 6, a, sizeof(a)), -1);
+    assert_int_equal(nth_click(text, 6, b, sizeof(b)), -1);
+    assert_non_null(strstr(text, "mail (mailto:a@example.com)"));
+    assert_true(strncmp(text, "Read the guide (https://links.example/t/c/", 42) == 0);
+
+    /* Built into a message: quoted-printable keeps every line within 76 characters. */
+    char msgid[NT_EMAIL_MSGID_MAX];
+    nt_email_msg_t m = base_msg(msgid);
+    m.text = text;
+    m.html = html;
+    size_t len;
+    char *msg = build(&m, &len);
+    assert_crlf_only(msg, len);
+    size_t longest = 0, col = 0;
+    for (size_t i = 0; i < len; i++) {
+        col = msg[i] == '\n' ? 0 : col + 1;
+        longest = col > longest ? col : longest;
+    }
+    assert_true(longest <= 77); /* 76 and the CR */
+    char *plain = part(msg, "text/plain");
+    assert_string_equal(plain, text);
+    free(plain);
+    free(msg);
+    free(html);
+    free(text);
+    nt_email_rendered_fini(&r);
+    nt_email_tpl_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -736,6 +1026,10 @@ int main(void)
         cmocka_unit_test(test_email_template_layout_errors_name_the_line),
         cmocka_unit_test(test_email_template_rendered_once_gives_what_rendering_each_time_gives),
         cmocka_unit_test(test_email_template_check_refuses_unknown_attributes_without_default),
+        cmocka_unit_test(test_email_template_text_renders_every_construct),
+        cmocka_unit_test(test_email_template_text_hostile_values_stay_plain_text),
+        cmocka_unit_test(test_email_template_check_refuses_an_empty_text),
+        cmocka_unit_test(test_email_template_text_links_are_tracked_as_in_the_html),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
