@@ -740,20 +740,15 @@ static void qp_decode(char *s)
     *o = '\0';
 }
 
-/* The whole file at path, NUL-terminated, malloc'd; NULL when it cannot be read or is larger
- * than max bytes. */
-static char *read_small_file(const char *path, size_t max)
+/* The file at path, of size bytes, NUL-terminated, malloc'd; NULL when it cannot be read. */
+static char *read_small_file(const char *path, size_t size)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return NULL;
-    char *s = xrealloc(NULL, max + 1);
-    size_t n = fread(s, 1, max + 1, f);
+    char *s = xrealloc(NULL, size + 1);
+    size_t n = fread(s, 1, size, f);
     fclose(f);
-    if (n > max) {
-        free(s);
-        return NULL;
-    }
     s[n] = '\0';
     return s;
 }
@@ -797,9 +792,10 @@ static char *rsvp_path(const demo_t *d, const lead_t *l)
         if (strstr(e->d_name, ".eml") == NULL ||
             asprintf(&file, "%s/%s", dir_path, e->d_name) < 0)
             continue;
-        if (stat(file, &sb) != 0 || sb.st_mtim.tv_sec < best_at.tv_sec ||
+        if (stat(file, &sb) != 0 || sb.st_size > (1 << 20) ||
+            sb.st_mtim.tv_sec < best_at.tv_sec ||
             (sb.st_mtim.tv_sec == best_at.tv_sec && sb.st_mtim.tv_nsec < best_at.tv_nsec) ||
-            (msg = read_small_file(file, 1 << 20)) == NULL) {
+            (msg = read_small_file(file, (size_t)sb.st_size)) == NULL) {
             free(file);
             continue;
         }
