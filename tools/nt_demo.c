@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -712,46 +713,130 @@ static void event_lines(const demo_t *d, void (*fn)(const json_t *line, void *ar
     fclose(f);
 }
 
-typedef struct link_want {
-    const char *lead;
-    char *path; /* "/t/r/<token>" of the newest line, malloc'd */
-} link_want_t;
+/* ---- the RSVP link in the invitation email ----
+ *
+ * The event channel stores each lead's signed RSVP link on the lead, and the plan's next step
+ * emails it ({{event_rsvp_link}}). With no SMTP server configured the email channel writes each
+ * message as an .eml file into <data-dir>/maildir/new: a person answers by following the link
+ * of the newest message to their address that has one. The text part (quoted-printable)
+ * carries the link as it is; the HTML part's is click-tracked. */
 
-static void link_of(const json_t *j, void *arg)
+/* Quoted-printable decoded in place: soft line breaks dropped, =XX as its byte. */
+static void qp_decode(char *s)
 {
-    link_want_t *w = arg;
-    const char *id = jstr(j, "lead"), *url = jstr(j, "rsvp_url");
-    const char *t = url != NULL ? strstr(url, "/t/r/") : NULL;
-    if (id != NULL && strcmp(id, w->lead) == 0 && t != NULL) {
-        free(w->path);
-        w->path = xstrdup(t);
+    char *o = s;
+    for (char *p = s; *p != '\0';) {
+        if (p[0] == '=' && p[1] == '\r' && p[2] == '\n') {
+            p += 3;
+        } else if (p[0] == '=' && p[1] == '\n') {
+            p += 2;
+        } else if (p[0] == '=' && isxdigit((unsigned char)p[1]) &&
+                   isxdigit((unsigned char)p[2])) {
+            char hex[3] = {p[1], p[2], '\0'};
+            *o++ = (char)strtol(hex, NULL, 16);
+            p += 3;
+        } else {
+            *o++ = *p++;
+        }
     }
+    *o = '\0';
 }
 
-/* The path of the newest RSVP link the event channel made for lead, malloc'd, or NULL. */
-static char *rsvp_path(const demo_t *d, const char *lead)
+/* The file at path, of size bytes, NUL-terminated, malloc'd; NULL when it cannot be read. */
+static char *read_small_file(const char *path, size_t size)
 {
-    link_want_t w = {lead, NULL};
-    event_lines(d, link_of, &w);
-    return w.path;
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    char *s = xrealloc(NULL, size + 1);
+    size_t n = fread(s, 1, size, f);
+    fclose(f);
+    s[n] = '\0';
+    return s;
 }
 
-/* The person opens the RSVP link of their invitation and answers. */
+/* The path "/t/r/<token>" of the RSVP link in message msg (raw, decoded here) when its header
+ * names <addr>; malloc'd, or NULL. */
+static char *message_rsvp_path(char *msg, const char *addr)
+{
+    char *end = strstr(msg, "\r\n\r\n"), *want = NULL, *path = NULL;
+    if (end == NULL || asprintf(&want, "<%s>", addr) < 0)
+        return NULL;
+    *end = '\0';
+    int mine = strcasestr(msg, want) != NULL;
+    free(want);
+    if (!mine)
+        return NULL;
+    char *body = end + 4;
+    qp_decode(body);
+    const char *t = strstr(body, "/t/r/");
+    if (t == NULL)
+        return NULL;
+    size_t n = 5 + strspn(t + 5, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                 "0123456789-_.");
+    if (n > 5)
+        path = strndup(t, n);
+    return path;
+}
+
+/* The path of the RSVP link in the newest email to lead l in the maildir, malloc'd, or NULL. */
+static char *rsvp_path(const demo_t *d, const lead_t *l)
+{
+    const char *addr = jstr(l->attrs, "email");
+    char *dir_path = NULL, *best = NULL;
+    struct timespec best_at = {0, 0};
+    if (addr == NULL || asprintf(&dir_path, "%s/maildir/new", d->data_dir) < 0)
+        return NULL;
+    DIR *dir = opendir(dir_path);
+    for (struct dirent *e = dir ? readdir(dir) : NULL; e != NULL; e = readdir(dir)) {
+        char *file = NULL, *msg, *path;
+        struct stat sb;
+        if (strstr(e->d_name, ".eml") == NULL ||
+            asprintf(&file, "%s/%s", dir_path, e->d_name) < 0)
+            continue;
+        if (stat(file, &sb) != 0 || sb.st_size > (1 << 20) ||
+            sb.st_mtim.tv_sec < best_at.tv_sec ||
+            (sb.st_mtim.tv_sec == best_at.tv_sec && sb.st_mtim.tv_nsec < best_at.tv_nsec) ||
+            (msg = read_small_file(file, (size_t)sb.st_size)) == NULL) {
+            free(file);
+            continue;
+        }
+        free(file);
+        path = message_rsvp_path(msg, addr);
+        free(msg);
+        if (path != NULL) {
+            free(best);
+            best = path;
+            best_at = sb.st_mtim;
+        }
+    }
+    if (dir != NULL)
+        closedir(dir);
+    free(dir_path);
+    return best;
+}
+
+/* The person opens the RSVP link of their invitation email (the Yes / No page) and answers. */
 static void rsvp_answer(demo_t *d, pend_t *p)
 {
     lead_t *l = &d->leads[p->lead];
     const char *answer = jstr(p->attrs, "answer");
-    char *link = rsvp_path(d, l->id), *path = NULL;
+    char *link = rsvp_path(d, l), *path = NULL;
     long st = -1;
 
-    if (link != NULL && asprintf(&path, "%s?answer=%s", link, answer) >= 0)
-        st = http_do(&d->person, "POST", path, "");
+    if (link != NULL && asprintf(&path, "%s?answer=%s", link, answer) >= 0) {
+        st = http_do(&d->person, "GET", link, NULL);
+        if (st == 200 && strstr(d->person.body.p, "value=\"yes\"") == NULL)
+            st = 0; /* not the page that asks */
+        if (st == 200)
+            st = http_do(&d->person, "POST", path, "");
+    }
     free(link);
     free(path);
     if (st != 200) {
         d->rsvp_failed++;
-        say(d, l, "", "<- could not answer the invitation: %s", st < 0 ? "no RSVP link found"
-                                                                      : "the link was refused");
+        say(d, l, "", "<- could not answer the invitation: %s",
+            st < 0 ? "no RSVP link found in their email" : "the link was refused");
         return;
     }
     l->rsvp = answer[0];
@@ -762,7 +847,7 @@ static void rsvp_answer(demo_t *d, pend_t *p)
     visit_t *v = visit_find(l, p->plan, p->node, p->visit);
     if (v != NULL && l->rsvp == 'y')
         v->human_posted = 1;
-    say(d, l, "", "<- RSVP %s, through the signed link of the invitation", answer);
+    say(d, l, "", "<- RSVP %s, through the link in the invitation email", answer);
 }
 
 /* A lead that exists only from now on (a badge scan nurture did not know). */

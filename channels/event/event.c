@@ -2,8 +2,19 @@
  * dinner). Delivering the invitation's text is the email channel's job; this channel keeps the
  * event's bookkeeping: each dispatch signs an RSVP link (include/nurture/track.h, kind 'r' with
  * the event id) that nurtured serves at <public_url>/t/r/<token> (a Yes / No page; the answer
- * posts event.rsvp), writes one JSON line, and posts event.invited (attributes event, kind,
- * rsvp_url) so that the link is on the lead's timeline. The link is in the outcome's detail too.
+ * posts event.rsvp with attributes event and answer), stores it on the lead (attributes
+ * event_rsvp_link and event_id, through the host's update_lead), and only once that write is
+ * done writes one JSON line (for the event platform's mailer), posts event.invited (attributes
+ * event, kind, message, rsvp_url) for the lead's timeline and reports "sent": the run's next
+ * step, an email whose template writes [Reply]({{event_rsvp_link|https://...}}), renders the
+ * lead's own link. The link is in the outcome's detail too. Each dispatch (a reminder as well)
+ * signs a new link, which replaces the one on the lead; the earlier ones stay valid.
+ *
+ * Without a tracking secret and public URL there is no link: nothing is written on the lead
+ * (templates fall back to their default), the line's rsvp_url is empty. A failed write is
+ * transient (NT_EUNAVAIL, the host retries the send: nothing was written to the file yet), a
+ * lead that no longer exists or an id the host refuses is permanent. With a host older than
+ * update_lead the link is only in the line and the event.
  *
  * Params: event (the event id: 1 to 64 of a-z 0-9 _ -), kind (invite, the default, or
  * reminder), message (a line of text). Config: channel.event.path (default
@@ -11,10 +22,11 @@
  * 366); the signing key and base URL are nurtured's tracking-secret and public-url.
  *
  * Dedup: the ids already in the file are loaded at init; a message whose id is there is
- * reported again without a second line or event. */
+ * reported again without a second line, event or write. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +40,8 @@
 
 #define EXPORT __attribute__((visibility("default")))
 #define MESSAGE_MAX 2000
+#define ATTR_LINK "event_rsvp_link" /* the lead's newest signed RSVP link */
+#define ATTR_ID "event_id"          /* the event that link answers */
 
 static const char *const outcomes[] = {NULL};
 
@@ -38,6 +52,8 @@ static const nt_channel_param_t params[] = {
     {NULL, 0, NULL},
 };
 
+typedef struct ev_job ev_job_t;
+
 typedef struct ev_state {
     const nt_channel_host_t *host;
     int fd;
@@ -46,7 +62,20 @@ typedef struct ev_state {
     int64_t ttl_s;
     char **ids; /* ids already written: open addressing */
     size_t cap, n;
+    ev_job_t *writing; /* dispatches whose link is being written to the lead */
 } ev_state_t;
+
+/* One dispatch from its line's making to its report; every string malloc'd. */
+struct ev_job {
+    ev_state_t *st;
+    nt_channel_done_fn *done;
+    void *done_arg;
+    char *id, *lead, *event, *kind;
+    char *url;  /* the RSVP link, or NULL */
+    char *line; /* the JSON line, ending in a newline */
+    size_t len;
+    ev_job_t *prev, *next;
+};
 
 static const char *param(const nt_kv_t *kv, size_t n, const char *name)
 {
@@ -345,6 +374,170 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* ---- dispatch ---- */
+
+static void job_free(ev_job_t *j)
+{
+    if (j == NULL)
+        return;
+    free(j->id);
+    free(j->lead);
+    free(j->event);
+    free(j->kind);
+    free(j->url);
+    free(j->line);
+    free(j);
+}
+
+static void writing_add(ev_state_t *st, ev_job_t *j)
+{
+    j->prev = NULL;
+    j->next = st->writing;
+    if (st->writing != NULL)
+        st->writing->prev = j;
+    st->writing = j;
+}
+
+static void writing_del(ev_state_t *st, ev_job_t *j)
+{
+    if (j->prev != NULL)
+        j->prev->next = j->next;
+    else
+        st->writing = j->next;
+    if (j->next != NULL)
+        j->next->prev = j->prev;
+    j->prev = j->next = NULL;
+}
+
+/* Report j (in no list) with rc and detail, and free it. */
+static void job_finish(ev_job_t *j, nt_rc_t rc, const char *detail)
+{
+    j->done(j->done_arg, rc, NULL, detail);
+    job_free(j);
+}
+
+/* The link is on the lead (or there is none to store): write the line, remember the id, post
+ * event.invited and report "sent". Completes and frees j (in no list). */
+static void job_commit(ev_job_t *j)
+{
+    ev_state_t *st = j->st;
+    char *detail;
+
+    if (write_all(st->fd, j->line, j->len) != 0) {
+        char d[256];
+
+        snprintf(d, sizeof(d), "event: write %s: %s", st->path, strerror(errno));
+        job_finish(j, NT_EUNAVAIL, d);
+        return;
+    }
+    if (ids_add(st, j->id) != 0 && st->host->log != NULL)
+        st->host->log(NT_LOG_WARN, "event", "out of memory remembering an id");
+    if (st->host->post_event != NULL) {
+        nt_kv_t attrs[4] = {{"event", j->event}, {"kind", j->kind}, {"message", j->id},
+                            {"rsvp_url", j->url != NULL ? j->url : ""}};
+        nt_rc_t rc = st->host->post_event(j->lead, "event.invited", attrs, 4);
+
+        if (rc != NT_OK && st->host->log != NULL)
+            st->host->log(NT_LOG_WARN, "event", "event.invited for %s was not posted: %d",
+                          j->lead, (int)rc);
+    }
+    detail = j->url != NULL ? msgf("%s to %s: RSVP %s", j->kind, j->event, j->url)
+                            : msgf("%s to %s (no RSVP link)", j->kind, j->event);
+    job_finish(j, NT_OK, detail);
+    free(detail);
+}
+
+/* The host's answer to the write of the link on the lead. */
+static void on_written(void *arg, nt_rc_t rc)
+{
+    ev_job_t *j = arg;
+    char *detail;
+
+    writing_del(j->st, j);
+    if (rc == NT_OK) {
+        job_commit(j);
+        return;
+    }
+    if (rc == NT_ECANCELED) {
+        job_finish(j, rc, "event: shutting down");
+        return;
+    }
+    if (rc == NT_ENOTFOUND) {
+        detail = msgf("event: %s to %s: the lead no longer exists", j->kind, j->event);
+        rc = NT_EPERMFAIL;
+    } else {
+        /* Transient: nothing is in the file yet, the retry signs and writes again. */
+        detail = msgf("event: %s to %s: the RSVP link was not stored on the lead (%s)", j->kind,
+                      j->event, rc == NT_ETIMEOUT ? "timeout" : "unavailable");
+        rc = rc == NT_ETIMEOUT ? NT_ETIMEOUT : NT_EUNAVAIL;
+    }
+    job_finish(j, rc, detail != NULL ? detail : "event: out of memory");
+    free(detail);
+}
+
+/* Store j's link on the lead (event_rsvp_link, event_id), then commit; without a link or with
+ * a host older than update_lead commit at once. Returns NT_AGAIN when the report comes later,
+ * NT_OK when j is completed. */
+static nt_rc_t job_store(ev_job_t *j)
+{
+    const nt_channel_host_t *h = j->st->host;
+    nt_rc_t rc;
+
+    if (j->url == NULL ||
+        h->size < offsetof(nt_channel_host_t, update_lead) + sizeof(h->update_lead) ||
+        h->update_lead == NULL) {
+        job_commit(j);
+        return NT_OK;
+    }
+    const nt_kv_t attrs[] = {{ATTR_LINK, j->url}, {ATTR_ID, j->event}};
+    writing_add(j->st, j);
+    rc = h->update_lead(j->lead, attrs, 2, on_written, j);
+    if (rc == NT_AGAIN)
+        return NT_AGAIN; /* j is on_written's */
+    writing_del(j->st, j);
+    job_finish(j, rc == NT_EINVAL ? NT_EPERMFAIL : NT_EUNAVAIL,
+               rc == NT_EINVAL ? "event: the RSVP link cannot be stored on the lead (refused)"
+                               : "event: the RSVP link cannot be stored on the lead "
+                                 "(unavailable)");
+    return NT_OK;
+}
+
+/* The bookkeeping line of j (its id, lead, event, kind, url set) for msg. Returns 0 or -1. */
+static int job_line(ev_job_t *j, const nt_message_t *msg, const char *message)
+{
+    char *line = NULL;
+    size_t len = 0, cap = 0;
+    char at[48];
+    int oom = 0;
+
+    oom |= add_raw(&line, &len, &cap, "{\"id\":");
+    oom |= json_str(&line, &len, &cap, j->id);
+    oom |= add_raw(&line, &len, &cap, ",\"lead\":");
+    oom |= json_str(&line, &len, &cap, j->lead);
+    oom |= add_raw(&line, &len, &cap, ",\"plan\":");
+    oom |= json_str(&line, &len, &cap, msg->plan_id != NULL ? msg->plan_id : "");
+    oom |= add_raw(&line, &len, &cap, ",\"node\":");
+    oom |= json_str(&line, &len, &cap, msg->node_id != NULL ? msg->node_id : "");
+    oom |= add_raw(&line, &len, &cap, ",\"channel\":\"event\",\"event\":");
+    oom |= json_str(&line, &len, &cap, j->event);
+    oom |= add_raw(&line, &len, &cap, ",\"kind\":");
+    oom |= json_str(&line, &len, &cap, j->kind);
+    oom |= add_raw(&line, &len, &cap, ",\"message\":");
+    oom |= json_str(&line, &len, &cap, message != NULL ? message : "");
+    oom |= add_raw(&line, &len, &cap, ",\"rsvp_url\":");
+    oom |= json_str(&line, &len, &cap, j->url != NULL ? j->url : "");
+    snprintf(at, sizeof(at), ",\"at\":%lld}\n",
+             (long long)(j->st->host->now_ms != NULL ? j->st->host->now_ms() : 0));
+    oom |= add_raw(&line, &len, &cap, at);
+    if (oom) {
+        free(line);
+        return -1;
+    }
+    j->line = line;
+    j->len = len;
+    return 0;
+}
+
 static nt_rc_t ev_dispatch(void *state, const nt_message_t *msg, nt_channel_done_fn *done,
                            void *done_arg)
 {
@@ -352,19 +545,33 @@ static nt_rc_t ev_dispatch(void *state, const nt_message_t *msg, nt_channel_done
     const char *event = param(msg->params, msg->nparams, "event");
     const char *kind = param(msg->params, msg->nparams, "kind");
     const char *message = param(msg->params, msg->nparams, "message");
-    char *url = NULL, *line = NULL, *detail = NULL;
-    size_t len = 0, cap = 0;
-    int oom = 0;
+    ev_job_t *j;
 
     if (kind == NULL)
         kind = "invite";
     if (event == NULL || !nt_track_event_ok(event) || msg->id == NULL || !msg->id[0] ||
-        strpbrk(msg->id, "\"\\") != NULL) {
+        strpbrk(msg->id, "\"\\") != NULL || msg->lead_id == NULL) {
         done(done_arg, NT_EPERMFAIL, NULL, "event: no valid event id or message id");
         return NT_OK;
     }
     if (ids_has(st, msg->id)) {
         done(done_arg, NT_OK, NULL, "duplicate id: already invited");
+        return NT_OK;
+    }
+    j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        done(done_arg, NT_EUNAVAIL, NULL, "event: out of memory");
+        return NT_OK;
+    }
+    j->st = st;
+    j->done = done;
+    j->done_arg = done_arg;
+    j->id = strdup(msg->id);
+    j->lead = strdup(msg->lead_id);
+    j->event = strdup(event);
+    j->kind = strdup(kind);
+    if (j->id == NULL || j->lead == NULL || j->event == NULL || j->kind == NULL) {
+        job_finish(j, NT_EUNAVAIL, "event: out of memory");
         return NT_OK;
     }
     if (st->secret != NULL) {
@@ -373,86 +580,45 @@ static nt_rc_t ev_dispatch(void *state, const nt_message_t *msg, nt_channel_done
                                   now + st->ttl_s, event);
 
         if (tok == NULL) {
-            done(done_arg, NT_EPERMFAIL, NULL,
-                 "event: cannot sign an RSVP link for this message id");
+            job_finish(j, NT_EPERMFAIL, "event: cannot sign an RSVP link for this message id");
             return NT_OK;
         }
-        url = msgf("%s/t/r/%s", st->base, tok);
+        j->url = msgf("%s/t/r/%s", st->base, tok);
         free(tok);
-        if (url == NULL) {
-            done(done_arg, NT_EUNAVAIL, NULL, "event: out of memory");
+        if (j->url == NULL) {
+            job_finish(j, NT_EUNAVAIL, "event: out of memory");
             return NT_OK;
         }
     }
-    oom |= add_raw(&line, &len, &cap, "{\"id\":");
-    oom |= json_str(&line, &len, &cap, msg->id);
-    oom |= add_raw(&line, &len, &cap, ",\"lead\":");
-    oom |= json_str(&line, &len, &cap, msg->lead_id);
-    oom |= add_raw(&line, &len, &cap, ",\"plan\":");
-    oom |= json_str(&line, &len, &cap, msg->plan_id);
-    oom |= add_raw(&line, &len, &cap, ",\"node\":");
-    oom |= json_str(&line, &len, &cap, msg->node_id);
-    oom |= add_raw(&line, &len, &cap, ",\"channel\":\"event\",\"event\":");
-    oom |= json_str(&line, &len, &cap, event);
-    oom |= add_raw(&line, &len, &cap, ",\"kind\":");
-    oom |= json_str(&line, &len, &cap, kind);
-    oom |= add_raw(&line, &len, &cap, ",\"message\":");
-    oom |= json_str(&line, &len, &cap, message != NULL ? message : "");
-    oom |= add_raw(&line, &len, &cap, ",\"rsvp_url\":");
-    oom |= json_str(&line, &len, &cap, url != NULL ? url : "");
-    {
-        char at[48];
-
-        snprintf(at, sizeof(at), ",\"at\":%lld}\n",
-                 (long long)(st->host->now_ms != NULL ? st->host->now_ms() : 0));
-        oom |= add_raw(&line, &len, &cap, at);
-    }
-    if (oom) {
-        free(line);
-        free(url);
-        done(done_arg, NT_EUNAVAIL, NULL, "event: out of memory");
+    if (job_line(j, msg, message) != 0) {
+        job_finish(j, NT_EUNAVAIL, "event: out of memory");
         return NT_OK;
     }
-    if (write_all(st->fd, line, len) != 0) {
-        char d[256];
-
-        snprintf(d, sizeof(d), "event: write %s: %s", st->path, strerror(errno));
-        free(line);
-        free(url);
-        done(done_arg, NT_EUNAVAIL, NULL, d);
-        return NT_OK;
-    }
-    free(line);
-    if (ids_add(st, msg->id) != 0 && st->host->log != NULL)
-        st->host->log(NT_LOG_WARN, "event", "out of memory remembering an id");
-    if (st->host->post_event != NULL) {
-        nt_kv_t attrs[4] = {{"event", event}, {"kind", kind}, {"message", msg->id},
-                            {"rsvp_url", url != NULL ? url : ""}};
-        nt_rc_t rc = st->host->post_event(msg->lead_id, "event.invited", attrs, 4);
-
-        if (rc != NT_OK && st->host->log != NULL)
-            st->host->log(NT_LOG_WARN, "event", "event.invited for %s was not posted: %d",
-                          msg->lead_id, (int)rc);
-    }
-    detail = url != NULL ? msgf("%s to %s: RSVP %s", kind, event, url)
-                         : msgf("%s to %s (no RSVP link)", kind, event);
-    done(done_arg, NT_OK, NULL, detail);
-    free(detail);
-    free(url);
-    return NT_OK;
+    return job_store(j);
 }
 
 static void ev_shutdown(void *state)
 {
-    if (state != NULL)
-        ev_free(state);
+    ev_state_t *st = state;
+
+    if (st == NULL)
+        return;
+    /* Writes still waiting: the host never calls on_written after this hook (channel.h). */
+    while (st->writing != NULL) {
+        ev_job_t *j = st->writing;
+
+        writing_del(st, j);
+        job_finish(j, NT_ECANCELED, "event: shutting down");
+    }
+    ev_free(st);
 }
 
 static const nt_channel_ops_t event_ops = {
     .abi_version = NT_CHANNEL_ABI_VERSION,
     .size = sizeof(nt_channel_ops_t),
     .name = "event",
-    .description = "invitations and reminders to in-person events with signed RSVP links",
+    .description = "invitations and reminders to in-person events with signed RSVP links, the "
+                   "link stored on the lead (event_rsvp_link)",
     .params = params,
     .outcomes = outcomes,
     .validate = ev_validate,

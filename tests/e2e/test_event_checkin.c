@@ -2,7 +2,8 @@
  * check-ins through `nurturectl events import` (a badge CSV with malformed rows) and the signed
  * webhook POST /v1/webhooks/event (unsigned, replayed and malformed requests write nothing),
  * unknown people becoming leads in the follow-up plan, a check-in moving a waiting lead, the
- * event channel's invitation with its signed RSVP link, and the RSVP page and answer. */
+ * event channel's invitation with its signed RSVP link (in its line and on the lead), and the
+ * RSVP page and answer. The link in an email: test_event_rsvp_email.c. */
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -547,6 +548,17 @@ static void test_event_invitation_rsvp_link_tampered_4xx_yes_posts_rsvp(void **s
         assert_string_equal(json_string_value(json_object_get(l, "event")), "dinner-2026");
         url = json_string_value(json_object_get(l, "rsvp_url"));
         assert_non_null(url);
+        {
+            /* the same link on the lead, for the plan's next email */
+            json_t *lead = lead_json("ev-guest");
+            json_t *attrs = json_object_get(lead, "attributes");
+
+            assert_string_equal(json_string_value(json_object_get(attrs, "event_rsvp_link")),
+                                url);
+            assert_string_equal(json_string_value(json_object_get(attrs, "event_id")),
+                                "dinner-2026");
+            json_decref(lead);
+        }
         url = strstr(url, "/t/r/");
         if (!url)
             fail_msg("no RSVP link in the bookkeeping line");

@@ -1,9 +1,10 @@
 /* Helpers of the tracking end-to-end tests (test_tracking.c: messages in the daemon's maildir;
- * test_tracking_smtp.c: messages received by aiosmtpd): the plans and template they share, HTTP
- * with user agents and headers, leads and runs through the API, the messages of a lead read
- * from a directory of .eml files and taken apart (MIME, quoted-printable, base64), and a
- * fingerprint of what Redis holds for a lead. Include after api_util.h; set track_msg_dir to
- * the directory the messages land in. */
+ * test_tracking_smtp.c and test_event_rsvp_email.c: messages received by aiosmtpd): the plans
+ * and template they share, HTTP with user agents and headers, leads and runs through the API,
+ * the messages of a lead read from a directory of .eml files and taken apart (MIME,
+ * quoted-printable, base64), and a fingerprint of what Redis holds for a lead. Include after
+ * api_util.h; set track_msg_dir to the directory the messages land in. The functions are
+ * API_UNUSED: each test uses what it needs. */
 #ifndef NT_TEST_TRACK_UTIL_H
 #define NT_TEST_TRACK_UTIL_H
 
@@ -58,7 +59,7 @@ static const char once_plan[] =
     "nodes { id: \"supp\" exit { reason: \"suppressed\" } }\n";
 
 /* A new template directory holding hello.md (template_md). Malloc'd; caller removes and frees. */
-static char *track_templates(void)
+API_UNUSED char *track_templates(void)
 {
     char *dir = nt_test_tmpdir("nt-track-tpl"), path[512];
     FILE *f;
@@ -84,7 +85,7 @@ typedef struct resp {
     char ctype[128];
 } resp_t;
 
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
+API_UNUSED size_t on_body(char *p, size_t size, size_t n, void *arg)
 {
     resp_t *r = arg;
     size_t k = size * n;
@@ -98,7 +99,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 
 /* method path (or a full URL) with a user agent (NULL: none), extra header lines (NULL-ended),
  * a body. Fails the test when nothing answered. */
-static void req(const char *method, const char *path, const char *ua, const char *const *hdrs,
+API_UNUSED void req(const char *method, const char *path, const char *ua, const char *const *hdrs,
                 const char *ctype, const char *body, size_t len, resp_t *out)
 {
     CURL *e = curl_easy_init();
@@ -144,7 +145,7 @@ static void req(const char *method, const char *path, const char *ua, const char
 
 /* ---- plans, leads, runs ------------------------------------------------------------------- */
 
-static void lead_in(const char *id, const char *plan)
+API_UNUSED void lead_in(const char *id, const char *plan)
 {
     char body[512];
 
@@ -156,7 +157,7 @@ static void lead_in(const char *id, const char *plan)
 }
 
 /* Timeline entries of id whose text contains needle. */
-static int timeline_count(const char *id, const char *needle)
+API_UNUSED int timeline_count(const char *id, const char *needle)
 {
     json_t *l = lead_get(id), *e;
     size_t i;
@@ -178,14 +179,14 @@ typedef struct tl_want {
     int n;
 } tl_want_t;
 
-static int timeline_has(void *arg)
+API_UNUSED int timeline_has(void *arg)
 {
     tl_want_t *w = arg;
 
     return timeline_count(w->id, w->needle) >= w->n;
 }
 
-static void wait_timeline(const char *id, const char *needle, int n)
+API_UNUSED void wait_timeline(const char *id, const char *needle, int n)
 {
     tl_want_t w = {id, needle, n};
 
@@ -198,7 +199,7 @@ static void wait_timeline(const char *id, const char *needle, int n)
 
 /* The value of header `name` in the header block starting at msg (up to the first empty line),
  * unfolded; malloc'd, or NULL when absent. */
-static char *header_value(const char *msg, const char *name)
+API_UNUSED char *header_value(const char *msg, const char *name)
 {
     size_t nl = strlen(name);
     const char *end = strstr(msg, "\r\n\r\n");
@@ -257,7 +258,7 @@ static void b64_decode(char *s)
 /* The body of the first part of a multipart message whose Content-Type starts with ctype,
  * decoded as its Content-Transfer-Encoding says (quoted-printable, base64, or as it is).
  * Malloc'd; fails the test when there is no such part. */
-static char *mime_part(const char *msg, const char *ctype)
+API_UNUSED char *mime_part(const char *msg, const char *ctype)
 {
     char *ct = header_value(msg, "Content-Type"), *b, delim[256];
     const char *p;
@@ -302,7 +303,7 @@ static char *mime_part(const char *msg, const char *ctype)
 
 /* The messages for <id>@example.com in track_msg_dir, raw; *n of them. Caller frees each and
  * the array. */
-static char **messages_of(const char *id, int *n)
+API_UNUSED char **messages_of(const char *id, int *n)
 {
     char path[8192], addr[256];
     const char *dir = track_msg_dir;
@@ -342,7 +343,7 @@ static char **messages_of(const char *id, int *n)
     return v;
 }
 
-static void messages_free(char **v, int n)
+API_UNUSED void messages_free(char **v, int n)
 {
     for (int i = 0; i < n; i++)
         free(v[i]);
@@ -354,7 +355,7 @@ typedef struct count_want {
     int n;
 } count_want_t;
 
-static int has_messages(void *arg)
+API_UNUSED int has_messages(void *arg)
 {
     count_want_t *w = arg;
     int n = 0;
@@ -366,7 +367,7 @@ static int has_messages(void *arg)
 
 /* The path of the k-th link "/t/<kind>/<token>" in the HTML part of the (first) message for
  * id, decoded as the message encodes it. */
-static void link_of(const char *id, char kind, int k, char *out, size_t cap)
+API_UNUSED void link_of(const char *id, char kind, int k, char *out, size_t cap)
 {
     count_want_t w = {id, 1};
     char pat[8], **v, *html;
@@ -394,7 +395,7 @@ static void link_of(const char *id, char kind, int k, char *out, size_t cap)
     messages_free(v, n);
 }
 
-static int count_messages(const char *id)
+API_UNUSED int count_messages(const char *id)
 {
     int n = 0;
     char **v = messages_of(id, &n);
@@ -407,7 +408,7 @@ static int count_messages(const char *id)
 
 /* A fingerprint of everything a request could have written: key count, the lead hash, its
  * timeline and its partition's events stream length. Caller frees. */
-static char *fingerprint(const char *id)
+API_UNUSED char *fingerprint(const char *id)
 {
     char key[NT_KEY_MAX], *s = NULL;
     redisReply *x;
@@ -436,7 +437,7 @@ static char *fingerprint(const char *id)
 
 /* ---- the provider webhook ---- */
 
-static void hook(const char *body, const char *sig_hdr, resp_t *r)
+API_UNUSED void hook(const char *body, const char *sig_hdr, resp_t *r)
 {
     char auth[256];
     const char *hdrs[3] = {auth, sig_hdr, NULL};
