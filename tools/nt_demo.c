@@ -41,6 +41,7 @@
 #include <jansson.h>
 
 #include "csv.h"
+#include "nurture/track.h"
 #include "plan.h"
 
 #define DEMO_MAX_PLANS 16
@@ -718,8 +719,10 @@ static void event_lines(const demo_t *d, void (*fn)(const json_t *line, void *ar
  * The event channel stores each lead's signed RSVP link on the lead, and the plan's next step
  * emails it ({{event_rsvp_link}}). With no SMTP server configured the email channel writes each
  * message as an .eml file into <data-dir>/maildir/new: a person answers by following the link
- * of the newest message to their address that has one. The text part (quoted-printable)
- * carries the link as it is; the HTML part's is click-tracked. */
+ * of the newest message to their address that has one. Every link of an email is click-tracked
+ * (/t/c/<token>, a redirect); the person follows the one that leads to the RSVP page. Which one
+ * that is, the demo reads from the click token's payload (base64url, "...|<target url>"), as a
+ * mail client shows where a link goes; the click itself goes through nurtured's redirect. */
 
 /* Quoted-printable decoded in place: soft line breaks dropped, =XX as its byte. */
 static void qp_decode(char *s)
@@ -755,8 +758,22 @@ static char *read_small_file(const char *path, size_t size)
     return s;
 }
 
-/* The path "/t/r/<token>" of the RSVP link in message msg (raw, decoded here) when its header
- * names <addr>; malloc'd, or NULL. */
+/* Non-zero when the click token tok (n characters, "<payload>.<signature>") redirects to an
+ * RSVP link. */
+static int click_goes_to_rsvp(const char *tok, size_t n)
+{
+    unsigned char buf[4096];
+    const char *dot = memchr(tok, '.', n);
+    long len = dot ? nt_track_b64url_decode(tok, (size_t)(dot - tok), buf, sizeof(buf) - 1) : -1;
+
+    if (len < 0)
+        return 0;
+    buf[len] = '\0';
+    return strstr((const char *)buf, "/t/r/") != NULL;
+}
+
+/* The path "/t/c/<token>" of the click link to the RSVP page in message msg (raw, decoded here)
+ * when its header names <addr>; malloc'd, or NULL. */
 static char *message_rsvp_path(char *msg, const char *addr)
 {
     char *end = strstr(msg, "\r\n\r\n"), *want = NULL, *path = NULL;
@@ -769,17 +786,18 @@ static char *message_rsvp_path(char *msg, const char *addr)
         return NULL;
     char *body = end + 4;
     qp_decode(body);
-    const char *t = strstr(body, "/t/r/");
-    if (t == NULL)
-        return NULL;
-    size_t n = 5 + strspn(t + 5, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    for (const char *t = strstr(body, "/t/c/"); t != NULL && path == NULL;
+         t = strstr(t + 5, "/t/c/")) {
+        size_t n = strspn(t + 5, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                                  "0123456789-_.");
-    if (n > 5)
-        path = strndup(t, n);
+        if (n > 0 && click_goes_to_rsvp(t + 5, n))
+            path = strndup(t, 5 + n);
+    }
     return path;
 }
 
-/* The path of the RSVP link in the newest email to lead l in the maildir, malloc'd, or NULL. */
+/* The path of the click link to the RSVP page in the newest email to lead l in the maildir,
+ * malloc'd, or NULL. */
 static char *rsvp_path(const demo_t *d, const lead_t *l)
 {
     const char *addr = jstr(l->attrs, "email");
@@ -821,9 +839,19 @@ static void rsvp_answer(demo_t *d, pend_t *p)
 {
     lead_t *l = &d->leads[p->lead];
     const char *answer = jstr(p->attrs, "answer");
-    char *link = rsvp_path(d, l), *path = NULL;
+    char *click = rsvp_path(d, l), *link = NULL, *path = NULL;
     long st = -1;
 
+    if (click != NULL) {
+        /* the click link redirects to the RSVP page: /t/r/<token> at nurtured */
+        const char *to = NULL, *r;
+        st = http_do(&d->person, "GET", click, NULL);
+        if (st == 302 && curl_easy_getinfo(d->person.h, CURLINFO_REDIRECT_URL, &to) == CURLE_OK &&
+            to != NULL && (r = strstr(to, "/t/r/")) != NULL)
+            link = xstrdup(r);
+        else
+            st = 0;
+    }
     if (link != NULL && asprintf(&path, "%s?answer=%s", link, answer) >= 0) {
         st = http_do(&d->person, "GET", link, NULL);
         if (st == 200 && strstr(d->person.body.p, "value=\"yes\"") == NULL)
@@ -831,6 +859,7 @@ static void rsvp_answer(demo_t *d, pend_t *p)
         if (st == 200)
             st = http_do(&d->person, "POST", path, "");
     }
+    free(click);
     free(link);
     free(path);
     if (st != 200) {

@@ -85,9 +85,6 @@ static const char *param(const nt_kv_t *kv, size_t n, const char *name)
     return NULL;
 }
 
-/* nt_msgf (nurture/msgf.h, through channel.h) under the name this file uses. */
-#define msgf nt_msgf
-
 /* ---- a set of ids ---- */
 
 static uint64_t hash_str(const char *s)
@@ -217,15 +214,15 @@ static nt_rc_t ev_validate(const nt_kv_t *kv, size_t n, char **errmsg)
     const char *m = param(kv, n, "message");
 
     if (ev != NULL && !nt_track_event_ok(ev)) {
-        *errmsg = msgf("event: the event id must be 1 to 64 of a-z, 0-9, '_' and '-'");
+        *errmsg = nt_msgf("event: the event id must be 1 to 64 of a-z, 0-9, '_' and '-'");
         return NT_EINVAL;
     }
     if (kind != NULL && strcmp(kind, "invite") != 0 && strcmp(kind, "reminder") != 0) {
-        *errmsg = msgf("event: kind must be invite or reminder");
+        *errmsg = nt_msgf("event: kind must be invite or reminder");
         return NT_EINVAL;
     }
     if (m != NULL && (strpbrk(m, "\r\n") != NULL || strlen(m) > MESSAGE_MAX)) {
-        *errmsg = msgf("event: message must be a single line of at most %d bytes", MESSAGE_MAX);
+        *errmsg = nt_msgf("event: message must be a single line of at most %d bytes", MESSAGE_MAX);
         return NT_EINVAL;
     }
     return NT_OK;
@@ -244,7 +241,7 @@ static int load_ids(ev_state_t *st, char **errmsg)
     if (f == NULL) {
         if (errno == ENOENT)
             return 0;
-        *errmsg = msgf("event: cannot read %s: %s", st->path, strerror(errno));
+        *errmsg = nt_msgf("event: cannot read %s: %s", st->path, strerror(errno));
         return -1;
     }
     while ((len = getline(&line, &cap, f)) >= 0) {
@@ -257,7 +254,7 @@ static int load_ids(ev_state_t *st, char **errmsg)
             continue; /* a torn line */
         *end = '\0';
         if (ids_add(st, line + sizeof(prefix) - 1) != 0) {
-            *errmsg = msgf("event: out of memory loading ids from %s", st->path);
+            *errmsg = nt_msgf("event: out of memory loading ids from %s", st->path);
             rc = -1;
             break;
         }
@@ -293,19 +290,19 @@ static nt_rc_t ev_init(const nt_channel_host_t *host, void **state, char **errms
     long d;
 
     if (st == NULL) {
-        *errmsg = msgf("event: out of memory");
+        *errmsg = nt_msgf("event: out of memory");
         return NT_ENOMEM;
     }
     st->host = host;
     st->fd = -1;
     path = cfg(st, "path", NULL);
     st->path = path != NULL && path[0] ? strdup(path)
-                                       : msgf("%s/event-channel.jsonl",
+                                       : nt_msgf("%s/event-channel.jsonl",
                                               host->data_dir != NULL ? host->data_dir : ".");
     days = cfg(st, "rsvp_days", "366");
     d = strtol(days, &end, 10);
     if (end == days || *end != '\0' || d < 1 || d > 3660) {
-        *errmsg = msgf("event: channel.event.rsvp_days must be a number of days from 1 to 3660");
+        *errmsg = nt_msgf("event: channel.event.rsvp_days must be a number of days from 1 to 3660");
         ev_free(st);
         return NT_EINVAL;
     }
@@ -318,7 +315,7 @@ static nt_rc_t ev_init(const nt_channel_host_t *host, void **state, char **errms
         st->secret = strdup(secret);
         st->base = strdup(base);
         if (st->secret == NULL || st->base == NULL) {
-            *errmsg = msgf("event: out of memory");
+            *errmsg = nt_msgf("event: out of memory");
             ev_free(st);
             return NT_ENOMEM;
         }
@@ -326,7 +323,7 @@ static nt_rc_t ev_init(const nt_channel_host_t *host, void **state, char **errms
         while (n > 0 && st->base[n - 1] == '/')
             st->base[--n] = '\0';
         if (!nt_track_url_ok(st->base) || strpbrk(st->base, "?#") != NULL) {
-            *errmsg = msgf("event: public_url must be an http(s) URL without a query");
+            *errmsg = nt_msgf("event: public_url must be an http(s) URL without a query");
             ev_free(st);
             return NT_EINVAL;
         }
@@ -335,13 +332,13 @@ static nt_rc_t ev_init(const nt_channel_host_t *host, void **state, char **errms
     }
     if (st->path == NULL || load_ids(st, errmsg) != 0) {
         if (st->path == NULL)
-            *errmsg = msgf("event: out of memory");
+            *errmsg = nt_msgf("event: out of memory");
         ev_free(st);
         return NT_ERR;
     }
     st->fd = open(st->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (st->fd < 0) {
-        *errmsg = msgf("event: cannot open %s: %s", st->path, strerror(errno));
+        *errmsg = nt_msgf("event: cannot open %s: %s", st->path, strerror(errno));
         ev_free(st);
         return NT_ERR;
     }
@@ -441,8 +438,8 @@ static void job_commit(ev_job_t *j)
             st->host->log(NT_LOG_WARN, "event", "event.invited for %s was not posted: %d",
                           j->lead, (int)rc);
     }
-    detail = j->url != NULL ? msgf("%s to %s: RSVP %s", j->kind, j->event, j->url)
-                            : msgf("%s to %s (no RSVP link)", j->kind, j->event);
+    detail = j->url != NULL ? nt_msgf("%s to %s: RSVP %s", j->kind, j->event, j->url)
+                            : nt_msgf("%s to %s (no RSVP link)", j->kind, j->event);
     job_finish(j, NT_OK, detail);
     free(detail);
 }
@@ -463,11 +460,11 @@ static void on_written(void *arg, nt_rc_t rc)
         return;
     }
     if (rc == NT_ENOTFOUND) {
-        detail = msgf("event: %s to %s: the lead no longer exists", j->kind, j->event);
+        detail = nt_msgf("event: %s to %s: the lead no longer exists", j->kind, j->event);
         rc = NT_EPERMFAIL;
     } else {
         /* Transient: nothing is in the file yet, the retry signs and writes again. */
-        detail = msgf("event: %s to %s: the RSVP link was not stored on the lead (%s)", j->kind,
+        detail = nt_msgf("event: %s to %s: the RSVP link was not stored on the lead (%s)", j->kind,
                       j->event, rc == NT_ETIMEOUT ? "timeout" : "unavailable");
         rc = rc == NT_ETIMEOUT ? NT_ETIMEOUT : NT_EUNAVAIL;
     }
@@ -583,7 +580,7 @@ static nt_rc_t ev_dispatch(void *state, const nt_message_t *msg, nt_channel_done
             job_finish(j, NT_EPERMFAIL, "event: cannot sign an RSVP link for this message id");
             return NT_OK;
         }
-        j->url = msgf("%s/t/r/%s", st->base, tok);
+        j->url = nt_msgf("%s/t/r/%s", st->base, tok);
         free(tok);
         if (j->url == NULL) {
             job_finish(j, NT_EUNAVAIL, "event: out of memory");
