@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <openssl/hmac.h>
 
 #include "api_util.h"
 #include "nurture/track.h"
@@ -78,21 +77,6 @@ static void resp_fini(resp_t *r)
     memset(r, 0, sizeof(*r));
 }
 
-static void sign(const char *secret, long long t, const char *body, char *hdr, size_t cap)
-{
-    char *msg = NULL;
-    unsigned char mac[32];
-    unsigned int len = 0;
-    char hex[65];
-    int n = asprintf(&msg, "%lld.%s", t, body);
-
-    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, (size_t)n, mac, &len);
-    free(msg);
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
-    snprintf(hdr, cap, "X-Nurture-Signature: t=%lld,v1=%s", t, hex);
-}
-
 /* A request: method, path, bearer token (NULL none), extra header (NULL none), body (NULL). */
 static void req(const char *method, const char *path, const char *token, const char *header,
                 const char *ctype, const char *body, resp_t *out)
@@ -142,7 +126,7 @@ static void signed_hook(const char *body, resp_t *out)
 {
     char sig[256];
 
-    sign(WSECRET, time(NULL), body, sig, sizeof(sig));
+    sign_webhook(WSECRET, time(NULL), body, sig, sizeof(sig));
     hook(body, sig, WEBHOOK, out);
 }
 
@@ -163,83 +147,10 @@ static void expect(const resp_t *r, long status)
 
 /* ---- plans and leads -------------------------------------------------------------------------- */
 
-static void publish_text(const char *textpb)
-{
-    char path[] = "/tmp/nt-ev-XXXXXX";
-    int fd = mkstemp(path);
-    uint8_t *bin = NULL;
-    size_t len = 0;
-    nt_test_resp_t r;
-
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, textpb, strlen(textpb)), (ssize_t)strlen(textpb));
-    close(fd);
-    assert_int_equal(nt_test_compile_plan(path, &bin, &len), 0);
-    unlink(path);
-    call_raw("POST", "/v1/plans", OPS, "application/x-protobuf", bin, len, &r);
-    free(bin);
-    if (r.status != 201 && r.status != 409)
-        fail_msg("publish: %ld %s", r.status, r.body);
-    nt_test_resp_fini(&r);
-}
-
-static json_t *lead_json(const char *id)
-{
-    char path[256];
-    nt_test_resp_t r;
-    json_t *j;
-
-    snprintf(path, sizeof(path), "/v1/leads/%s", id);
-    call("GET", path, OPS, NULL, &r);
-    j = r.status == 200 ? json_incref(r.json) : NULL;
-    nt_test_resp_fini(&r);
-    return j;
-}
-
-typedef struct want {
-    const char *lead, *plan, *node, *status;
-} want_t;
-
-static int run_is(void *arg)
-{
-    want_t *w = arg;
-    json_t *l = lead_json(w->lead), *run;
-    size_t i;
-    int ok = 0;
-
-    json_array_foreach(json_object_get(l, "runs"), i, run)
-    {
-        const char *p = json_string_value(json_object_get(run, "plan"));
-        const char *n = json_string_value(json_object_get(run, "node"));
-        const char *s = json_string_value(json_object_get(run, "status"));
-
-        if (p && strcmp(p, w->plan) == 0 && n && (!w->node || strcmp(n, w->node) == 0) &&
-            (!w->status || (s && strcmp(s, w->status) == 0)))
-            ok = 1;
-    }
-    json_decref(l);
-    return ok;
-}
-
-static void wait_run(const char *id, const char *plan, const char *node, const char *status)
-{
-    want_t w = {id, plan, node, status};
-
-    if (nt_test_wait_until(run_is, &w, 30000) != 0) {
-        json_t *l = lead_json(id);
-        char *s = l ? json_dumps(l, 0) : NULL;
-
-        nt_test_daemon_dump_log(&env.daemon);
-        fail_msg("%s in %s: wanted node %s, have %s", id, plan, node ? node : "any",
-                 s ? s : "no lead");
-    }
-}
-
-
 /* Timeline entries of id whose text contains needle. */
 static int timeline_count(const char *id, const char *needle)
 {
-    json_t *l = lead_json(id), *e;
+    json_t *l = lead_get(id), *e;
     size_t i;
     int n = 0;
 
@@ -270,7 +181,7 @@ static void wait_timeline(const char *id, const char *needle)
     tl_want_t w = {id, needle};
 
     if (nt_test_wait_until(timeline_has, &w, 20000) != 0) {
-        json_t *l = lead_json(id);
+        json_t *l = lead_get(id);
         char *s = l ? json_dumps(l, 0) : NULL;
 
         fail_msg("%s: no timeline entry with '%s': %s", id, needle, s ? s : "no lead");
@@ -358,10 +269,10 @@ static void test_event_badge_csv_import_reports_bad_lines_imports_the_rest(void 
     size_t i;
 
     (void)state;
-    publish_text(followup_plan);
+    publish_textpb(followup_plan, 1);
     create_lead("{\"id\":\"ev-known-1\",\"attributes\":{\"email\":\"known.one@example.com\"}}");
     enrol_lead("ev-known-1", "ev_follow");
-    wait_run("ev-known-1", "ev_follow", "at_show", "active");
+    wait_lead_run("ev-known-1", "ev_follow", "at_show", "active");
 
     fd = mkstemp(path);
     assert_true(fd >= 0);
@@ -389,9 +300,9 @@ static void test_event_badge_csv_import_reports_bad_lines_imports_the_rest(void 
     free(out);
 
     /* the known lead waiting for the check-in moved on */
-    wait_run("ev-known-1", "ev_follow", "came", "done");
+    wait_lead_run("ev-known-1", "ev_follow", "came", "done");
     /* the unknown one is a new lead (inquiry) in the follow-up plan */
-    l = lead_json("new.person@example.org");
+    l = lead_get("new.person@example.org");
     assert_non_null(l);
     assert_string_equal(json_string_value(json_object_get(l, "stage")), "inquiry");
     assert_string_equal(
@@ -400,7 +311,7 @@ static void test_event_badge_csv_import_reports_bad_lines_imports_the_rest(void 
     assert_string_equal(
         json_string_value(json_object_get(json_object_get(l, "attributes"), "source")), "event");
     json_decref(l);
-    wait_run("new.person@example.org", "ev_follow", NULL, NULL);
+    wait_lead_run("new.person@example.org", "ev_follow", NULL, NULL);
     wait_timeline("ev-known-1", "event.checked_in");
 }
 
@@ -416,7 +327,7 @@ static void test_event_webhook_unknown_person_enrolled_and_idempotent(void **sta
     json_t *l;
 
     (void)state;
-    publish_text(followup_plan);
+    publish_textpb(followup_plan, 1);
     signed_hook(body, &r);
     expect(&r, 200);
     assert_int_equal(num(&r, "applied"), 1);
@@ -424,14 +335,14 @@ static void test_event_webhook_unknown_person_enrolled_and_idempotent(void **sta
     assert_int_equal(num(&r, "created"), 1);
     assert_int_equal(num(&r, "enrolled"), 1);
     resp_fini(&r);
-    l = lead_json("walk.in@example.net");
+    l = lead_get("walk.in@example.net");
     assert_non_null(l);
     assert_string_equal(json_string_value(json_object_get(l, "stage")), "inquiry");
     assert_string_equal(
         json_string_value(json_object_get(json_object_get(l, "attributes"), "title")),
         "Engineer");
     json_decref(l);
-    wait_run("walk.in@example.net", "ev_follow", NULL, NULL);
+    wait_lead_run("walk.in@example.net", "ev_follow", NULL, NULL);
 
     /* the same check-in again, newly signed: already applied, nothing written */
     sleep(1);
@@ -460,15 +371,15 @@ static void test_event_webhook_unsigned_replayed_malformed_get_4xx_and_write_not
     hook(body, NULL, WEBHOOK, &r); /* unsigned */
     expect(&r, 401);
     resp_fini(&r);
-    sign("another-secret-0123456789", time(NULL), body, sig, sizeof(sig));
+    sign_webhook("another-secret-0123456789", time(NULL), body, sig, sizeof(sig));
     hook(body, sig, WEBHOOK, &r);
     expect(&r, 401);
     resp_fini(&r);
-    sign(WSECRET, time(NULL) - 900, body, sig, sizeof(sig)); /* too old */
+    sign_webhook(WSECRET, time(NULL) - 900, body, sig, sizeof(sig)); /* too old */
     hook(body, sig, WEBHOOK, &r);
     expect(&r, 401);
     resp_fini(&r);
-    sign(WSECRET, time(NULL), body, sig, sizeof(sig)); /* a rep may not post it */
+    sign_webhook(WSECRET, time(NULL), body, sig, sizeof(sig)); /* a rep may not post it */
     hook(body, sig, REP, &r);
     expect(&r, 403);
     resp_fini(&r);
@@ -497,7 +408,7 @@ static void test_event_webhook_unsigned_replayed_malformed_get_4xx_and_write_not
     free(after);
 
     /* signed once: applied; the same signature again: 409 and nothing more */
-    sign(WSECRET, time(NULL), body, sig, sizeof(sig));
+    sign_webhook(WSECRET, time(NULL), body, sig, sizeof(sig));
     hook(body, sig, WEBHOOK, &r);
     expect(&r, 200);
     assert_int_equal(num(&r, "applied"), 1);
@@ -524,10 +435,10 @@ static void test_event_invitation_rsvp_link_tampered_4xx_yes_posts_rsvp(void **s
     resp_t r;
 
     (void)state;
-    publish_text(invite_plan);
+    publish_textpb(invite_plan, 1);
     create_lead("{\"id\":\"ev-guest\",\"attributes\":{\"email\":\"guest@example.org\"}}");
     enrol_lead("ev-guest", "ev_invite");
-    wait_run("ev-guest", "ev_invite", "answer", "active");
+    wait_lead_run("ev-guest", "ev_invite", "answer", "active");
     wait_timeline("ev-guest", "event.invited");
     /* the link, from the channel's bookkeeping line (the timeline names the event only) */
     {
@@ -550,7 +461,7 @@ static void test_event_invitation_rsvp_link_tampered_4xx_yes_posts_rsvp(void **s
         assert_non_null(url);
         {
             /* the same link on the lead, for the plan's next email */
-            json_t *lead = lead_json("ev-guest");
+            json_t *lead = lead_get("ev-guest");
             json_t *attrs = json_object_get(lead, "attributes");
 
             assert_string_equal(json_string_value(json_object_get(attrs, "event_rsvp_link")),
@@ -632,7 +543,7 @@ static void test_event_invitation_rsvp_link_tampered_4xx_yes_posts_rsvp(void **s
     req("POST", path, NULL, NULL, "application/x-www-form-urlencoded", "answer=yes", &r);
     expect(&r, 200);
     resp_fini(&r);
-    wait_run("ev-guest", "ev_invite", "answered", "done");
+    wait_lead_run("ev-guest", "ev_invite", "answered", "done");
     wait_timeline("ev-guest", "event.rsvp");
     free(path);
     free(tok);
