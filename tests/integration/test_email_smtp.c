@@ -285,18 +285,9 @@ static int group_setup(void **state)
     if (nt_test_smtp_start(&srv) != 0)
         return -1;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    char *err = NULL;
-    mods = nt_modules_load(MODULES_DIR, &err);
-    if (mods == NULL) {
-        fprintf(stderr, "modules: %s\n", err);
+    ops = nt_test_channel_load(MODULES_DIR, "email", &mods);
+    if (ops == NULL)
         return -1;
-    }
-    const nt_module_t *m = nt_modules_find(mods, "email");
-    if (m == NULL) {
-        fprintf(stderr, "no email plugin in %s\n", MODULES_DIR);
-        return -1;
-    }
-    ops = m->ops;
     return 0;
 }
 

@@ -327,25 +327,14 @@ static void assert_rsvp_link(const char *url, const char *msgid, const char *lea
 
 static int group_setup(void **state)
 {
-    char *err = NULL;
-
     (void)state;
     if (nt_test_loop_start(&srv, &sync_rc, &base, &redis) != 0)
         return -1;
     nt_config_defaults(&cfg);
     deps = (nt_http_deps_t){.base = base, .cfg = &cfg, .redis = redis};
-    mods = nt_modules_load(MODULES_DIR, &err);
-    if (mods == NULL) {
-        fprintf(stderr, "modules: %s\n", err);
-        free(err);
+    ops = nt_test_channel_load(MODULES_DIR, "event", &mods);
+    if (ops == NULL)
         return -1;
-    }
-    const nt_module_t *m = nt_modules_find(mods, "event");
-    if (m == NULL) {
-        fprintf(stderr, "no event plugin in %s\n", MODULES_DIR);
-        return -1;
-    }
-    ops = m->ops;
     return 0;
 }
 

@@ -1104,3 +1104,25 @@ int nt_test_wait_until(int (*pred)(void *), void *arg, int timeout_ms)
         sleep_ms(20);
     }
 }
+
+const nt_channel_ops_t *nt_test_channel_load(const char *dir, const char *channel,
+                                             nt_modules_t **mods)
+{
+    char *err = NULL;
+    const nt_module_t *m;
+
+    *mods = nt_modules_load(dir, &err);
+    if (*mods == NULL) {
+        fprintf(stderr, "modules: %s\n", err ? err : "out of memory");
+        free(err);
+        return NULL;
+    }
+    m = nt_modules_find(*mods, channel);
+    if (m == NULL) {
+        fprintf(stderr, "no %s plugin in %s\n", channel, dir);
+        nt_modules_free(*mods);
+        *mods = NULL;
+        return NULL;
+    }
+    return m->ops;
+}

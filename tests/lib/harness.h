@@ -14,6 +14,8 @@
 #include <hiredis.h>
 #include <jansson.h>
 
+#include "modules.h"
+
 /* A free TCP port on 127.0.0.1 (bound to port 0, read back, closed), or -1. */
 int nt_test_free_port(void);
 
@@ -175,6 +177,11 @@ int nt_test_compile_plan(const char *textpb_path, uint8_t **out, size_t *len);
 /* Quoted-printable (a message as the email channel writes it) decoded in place: soft line
  * breaks removed, =XX as the byte. */
 void nt_test_qp_decode(char *s);
+
+/* Load the channel plugins of dir and find channel: its ops, with *mods to nt_modules_free.
+ * NULL, after saying why on stderr, when they do not load or the channel is not among them. */
+const nt_channel_ops_t *nt_test_channel_load(const char *dir, const char *channel,
+                                             nt_modules_t **mods);
 
 /* Call pred(arg) every 20 ms until it returns non-zero. Returns 0, or -1 after timeout_ms. */
 int nt_test_wait_until(int (*pred)(void *), void *arg, int timeout_ms);
