@@ -66,6 +66,13 @@ void nt_api_error(nt_api_req_t *r, int status, const char *code, const char *fmt
 /* Reply with status and a body of any type (copied). No-op when the request is finished. */
 void nt_api_reply_raw(nt_api_req_t *r, int status, const char *ctype, const void *data, size_t len);
 
+/* A small HTML page for a person who followed a signed link (unsubscribe, RSVP): title, a
+ * paragraph of trusted text and, when action is not NULL, a form posting fields (trusted HTML)
+ * to action. action is relative (the link's own token, resolved against /t/x/<token>), so the
+ * form works behind a public-url with a path prefix. Not cached, no referrer. */
+void nt_api_page(nt_api_req_t *r, int status, const char *title, const char *text,
+                 const char *action, const char *fields);
+
 /* Add a response header (before the reply). */
 void nt_api_header_out(nt_api_req_t *r, const char *name, const char *value);
 

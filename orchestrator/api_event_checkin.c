@@ -660,38 +660,10 @@ void nt_api_webhook_event(nt_api_req_t *r)
 
 /* ---- RSVP links: /t/r/<token> -------------------------------------------------------------- */
 
-/* A small HTML page (a person reads it); text is trusted, event an event id. */
-static void rsvp_page(nt_api_req_t *r, int status, const char *title, const char *text,
-                      const char *form_token)
-{
-    char *html = NULL;
-    int n = asprintf(
-        &html,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width\">\n"
-        "<meta name=\"robots\" content=\"noindex\">\n<title>%s</title>\n</head>\n"
-        "<body style=\"font-family: Arial, Helvetica, sans-serif; max-width: 32em; "
-        "margin: 3em auto; padding: 0 1em; line-height: 1.5;\">\n<h1>%s</h1>\n<p>%s</p>\n"
-        "%s%s%s%s%s</body>\n</html>\n",
-        title, title, text, form_token ? "<form method=\"post\" action=\"/t/r/" : "",
-        form_token ? form_token : "",
-        form_token ? "\">\n<button type=\"submit\" name=\"answer\" value=\"yes\">Yes, I will "
-                     "come</button>\n"
-                   : "",
-        form_token ? "<button type=\"submit\" name=\"answer\" value=\"no\">No, I cannot come"
-                     "</button>\n"
-                   : "",
-        form_token ? "</form>\n" : "");
-
-    if (n < 0) {
-        nt_api_reply_raw(r, 500, "text/plain; charset=utf-8", "out of memory\n", 14);
-        return;
-    }
-    nt_api_header_out(r, "Cache-Control", "no-store");
-    nt_api_header_out(r, "Referrer-Policy", "no-referrer");
-    nt_api_reply_raw(r, status, "text/html; charset=utf-8", html, (size_t)n);
-    free(html);
-}
+/* The RSVP page's form: Yes / No, posted to the link itself. */
+static const char rsvp_fields[] =
+    "<button type=\"submit\" name=\"answer\" value=\"yes\">Yes, I will come</button>\n"
+    "<button type=\"submit\" name=\"answer\" value=\"no\">No, I cannot come</button>\n";
 
 static void rsvp_error(nt_api_req_t *r, int status, const char *msg)
 {
@@ -743,7 +715,7 @@ void nt_api_rsvp_page(nt_api_req_t *r)
         /* A GET changes nothing: link scanners and previews fetch it too. The token is
          * base64url and '.', safe inside the attribute; the event id is [a-z0-9_-]. */
         snprintf(text, sizeof(text), "Will you come to %s?", t->event);
-        rsvp_page(r, 200, "Your answer", text, r->seg[2]);
+        nt_api_page(r, 200, "Your answer", text, r->seg[2], rsvp_fields);
     }
     free(t);
 }
@@ -773,10 +745,10 @@ static void on_rsvp(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, voi
     }
     if (r->d.worker)
         nt_worker_wake(r->d.worker, nt_partition(c->lead, r->d.cfg->partitions));
-    rsvp_page(r, 200, "Thank you",
-              c->yes ? "We have noted that you will come. See you there!"
-                     : "We have noted that you cannot come.",
-              NULL);
+    nt_api_page(r, 200, "Thank you",
+                c->yes ? "We have noted that you will come. See you there!"
+                       : "We have noted that you cannot come.",
+                NULL, NULL);
 }
 
 /* The answer in a form body (answer=yes|no, URL-encoded) or the query string; 'y', 'n' or 0. */

@@ -255,34 +255,10 @@ void nt_api_track_open(nt_api_req_t *r)
 
 /* ---- unsubscribe ------------------------------------------------------------------------ */
 
-static void page(nt_api_req_t *r, int status, const char *title, const char *text,
-                 const char *form_token)
-{
-    char *html = NULL;
-    int n = asprintf(&html,
-                     "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                     "<meta name=\"viewport\" content=\"width=device-width\">\n"
-                     "<meta name=\"robots\" content=\"noindex\">\n<title>%s</title>\n</head>\n"
-                     "<body style=\"font-family: Arial, Helvetica, sans-serif; max-width: 32em; "
-                     "margin: 3em auto; padding: 0 1em; line-height: 1.5;\">\n<h1>%s</h1>\n"
-                     "<p>%s</p>\n%s%s%s</body>\n</html>\n",
-                     title, title, text,
-                     form_token ? "<form method=\"post\" action=\"/t/u/" : "",
-                     form_token ? form_token : "",
-                     form_token ? "\">\n<input type=\"hidden\" name=\"List-Unsubscribe\" "
-                                  "value=\"One-Click\">\n<button type=\"submit\">Unsubscribe"
-                                  "</button>\n</form>\n"
-                                : "");
-
-    if (n < 0) {
-        link_error(r, 1, 500, "internal", "out of memory");
-        return;
-    }
-    nt_api_header_out(r, "Cache-Control", "no-store");
-    nt_api_header_out(r, "Referrer-Policy", "no-referrer");
-    nt_api_reply_raw(r, status, "text/html; charset=utf-8", html, (size_t)n);
-    free(html);
-}
+/* The page's form: a one-click unsubscribe (RFC 8058's body) posted to the link itself. */
+static const char unsub_fields[] =
+    "<input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\n"
+    "<button type=\"submit\">Unsubscribe</button>\n";
 
 void nt_api_track_unsub_page(nt_api_req_t *r)
 {
@@ -292,8 +268,9 @@ void nt_api_track_unsub_page(nt_api_req_t *r)
         return;
     /* A GET changes nothing: link scanners and previews fetch it too. The token is base64url
      * and '.', safe inside the attribute. */
-    page(r, 200, "Unsubscribe",
-         "Press the button to stop receiving these emails. It takes effect at once.", r->seg[2]);
+    nt_api_page(r, 200, "Unsubscribe",
+                "Press the button to stop receiving these emails. It takes effect at once.",
+                r->seg[2], unsub_fields);
 }
 
 typedef struct unsub_ctx {
@@ -331,7 +308,8 @@ static void on_unsub(nt_api_req_t *r, nt_rc_t rc, redisReply **rep, size_t n, vo
     }
     if (strcmp(st, "ok") == 0 && r->d.worker)
         nt_worker_wake(r->d.worker, nt_partition(c->lead, r->d.cfg->partitions));
-    page(r, 200, "Unsubscribed", "You will not receive these emails any more.", NULL);
+    nt_api_page(r, 200, "Unsubscribed", "You will not receive these emails any more.", NULL,
+                NULL);
 }
 
 /* Append the keys and arguments of email_feedback.lua. */

@@ -288,6 +288,31 @@ void nt_api_reply_raw(nt_api_req_t *r, int status, const char *ctype, const void
     send_reply(r, status, ctype, data, len);
 }
 
+void nt_api_page(nt_api_req_t *r, int status, const char *title, const char *text,
+                 const char *action, const char *fields)
+{
+    char *html = NULL;
+    int n = asprintf(&html,
+                     "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                     "<meta name=\"viewport\" content=\"width=device-width\">\n"
+                     "<meta name=\"robots\" content=\"noindex\">\n<title>%s</title>\n</head>\n"
+                     "<body style=\"font-family: Arial, Helvetica, sans-serif; max-width: 32em; "
+                     "margin: 3em auto; padding: 0 1em; line-height: 1.5;\">\n<h1>%s</h1>\n"
+                     "<p>%s</p>\n%s%s%s%s%s</body>\n</html>\n",
+                     title, title, text, action ? "<form method=\"post\" action=\"" : "",
+                     action ? action : "", action ? "\">\n" : "", action && fields ? fields : "",
+                     action ? "</form>\n" : "");
+
+    if (n < 0) {
+        send_reply(r, 500, "text/plain; charset=utf-8", "out of memory\n", 14);
+        return;
+    }
+    nt_api_header_out(r, "Cache-Control", "no-store");
+    nt_api_header_out(r, "Referrer-Policy", "no-referrer");
+    send_reply(r, status, "text/html; charset=utf-8", html, (size_t)n);
+    free(html);
+}
+
 void nt_api_header_out(nt_api_req_t *r, const char *name, const char *value)
 {
     if (r->req && !r->finished)

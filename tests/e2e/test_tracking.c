@@ -219,7 +219,12 @@ static void test_tracking_unsubscribe_page_then_post_is_idempotent_and_suppresse
     req("GET", link, BROWSER, NULL, NULL, NULL, 0, &r);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "<form method=\"post\""));
-    assert_non_null(strstr(r.body, link));
+    {
+        /* the form posts to the link itself, relative (its token), behind any path prefix */
+        char action[2048];
+        snprintf(action, sizeof(action), "action=\"%s\"", strrchr(link, '/') + 1);
+        assert_non_null(strstr(r.body, action));
+    }
     req("HEAD", link, BROWSER, NULL, NULL, NULL, 0, &r);
     assert_int_equal(r.status, 200);
     usleep(200 * 1000);
