@@ -58,20 +58,8 @@ static int teardown(void **state)
 /* The k-th click link's path "/t/c/<token>" in s (a decoded message part). */
 static void nth_click(const char *s, int k, char *out, size_t cap)
 {
-    const char *p = s;
-
-    for (int i = 0; i <= k; i++) {
-        p = strstr(p, "/t/c/");
-        if (!p)
-            fail_msg("no click link %d in:\n%s", k, s);
-        if (i < k)
-            p += 5;
-    }
-    size_t len = 5 + strspn(p + 5, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                   "0123456789-_.");
-    assert_true(len < cap);
-    memcpy(out, p, len);
-    out[len] = '\0';
+    if (nt_test_nth_link(s, 'c', k, out, cap) != 0)
+        fail_msg("no click link %d in:\n%s", k, s);
 }
 
 /* The one message received for id, raw (caller frees). */

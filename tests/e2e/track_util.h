@@ -370,27 +370,14 @@ API_UNUSED int has_messages(void *arg)
 API_UNUSED void link_of(const char *id, char kind, int k, char *out, size_t cap)
 {
     count_want_t w = {id, 1};
-    char pat[8], **v, *html;
+    char **v, *html;
     int n;
-    const char *p;
 
     assert_int_equal(nt_test_wait_until(has_messages, &w, 20000), 0);
     v = messages_of(id, &n);
     html = mime_part(v[0], "text/html");
-    snprintf(pat, sizeof(pat), "/t/%c/", kind);
-    p = html;
-    for (int i = 0; i <= k; i++) {
-        p = strstr(p, pat);
-        if (!p)
-            fail_msg("message for %s has no link %d of kind %c:\n%s", id, k, kind, html);
-        if (i < k)
-            p += 5;
-    }
-    size_t len = 5 + strspn(p + 5, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                   "0123456789-_.");
-    assert_true(len < cap);
-    memcpy(out, p, len);
-    out[len] = '\0';
+    if (nt_test_nth_link(html, kind, k, out, cap) != 0)
+        fail_msg("message for %s has no link %d of kind %c:\n%s", id, k, kind, html);
     free(html);
     messages_free(v, n);
 }

@@ -1126,3 +1126,26 @@ const nt_channel_ops_t *nt_test_channel_load(const char *dir, const char *channe
     }
     return m->ops;
 }
+
+int nt_test_nth_link(const char *s, char kind, int k, char *out, size_t cap)
+{
+    char pat[8];
+    const char *p = s;
+    size_t len;
+
+    snprintf(pat, sizeof(pat), "/t/%c/", kind);
+    for (int i = 0; i <= k; i++) {
+        p = p ? strstr(p, pat) : NULL;
+        if (p == NULL)
+            return -1;
+        if (i < k)
+            p += 5;
+    }
+    len = 5 + strspn(p + 5, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                            "0123456789-_.");
+    if (len >= cap)
+        return -1;
+    memcpy(out, p, len);
+    out[len] = '\0';
+    return 0;
+}

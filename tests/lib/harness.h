@@ -178,6 +178,10 @@ int nt_test_compile_plan(const char *textpb_path, uint8_t **out, size_t *len);
  * breaks removed, =XX as the byte. */
 void nt_test_qp_decode(char *s);
 
+/* The path "/t/<kind>/<token>" of the k-th (from 0) signed link of that kind in s into out
+ * (cap bytes). Returns 0, or -1 when s has fewer such links (or out is too small). */
+int nt_test_nth_link(const char *s, char kind, int k, char *out, size_t cap);
+
 /* Load the channel plugins of dir and find channel: its ops, with *mods to nt_modules_free.
  * NULL, after saying why on stderr, when they do not load or the channel is not among them. */
 const nt_channel_ops_t *nt_test_channel_load(const char *dir, const char *channel,

@@ -14,6 +14,7 @@
 #include "email_msg.h"
 #include "email_tpl.h"
 #include "email_track.h"
+#include "harness.h"
 #include "nurture/track.h"
 
 /* ---- helpers: a tiny reader for what the builder writes ---- */
@@ -911,25 +912,6 @@ static void test_email_template_check_refuses_an_empty_text(void **state)
     nt_email_tpl_free(t);
 }
 
-/* The n-th "/t/c/<token>" in s, copied to out (cap bytes); 0, or -1 when there is none. */
-static int nth_click(const char *s, int n, char *out, size_t cap)
-{
-    const char *p = s;
-    for (int i = 0; i <= n; i++) {
-        p = strstr(p, "/t/c/");
-        if (p == NULL)
-            return -1;
-        if (i < n)
-            p += 5;
-    }
-    size_t len = 5 + strspn(p + 5, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                   "0123456789-_.");
-    assert_true(len < cap);
-    memcpy(out, p, len);
-    out[len] = '\0';
-    return 0;
-}
-
 /* Tracking gives a URL the same click link in the text as in the HTML, whatever cmark
  * percent-encodes or entity-escapes in the href; mailto: and unsafe links stay. The message
  * built from them has no line longer than 998 bytes, with 2 KB URLs and 1 KB values. */
@@ -967,8 +949,8 @@ static void test_email_template_text_links_are_tracked_as_in_the_html(void **sta
     /* Six http(s) links in both, the same ones in the same order. */
     char a[8192], b[8192];
     for (int i = 0; i < 6; i++) {
-        assert_int_equal(nth_click(html, i, a, sizeof(a)), 0);
-        assert_int_equal(nth_click(text, i, b, sizeof(b)), 0);
+        assert_int_equal(nt_test_nth_link(html, 'c', i, a, sizeof(a)), 0);
+        assert_int_equal(nt_test_nth_link(text, 'c', i, b, sizeof(b)), 0);
         assert_string_equal(a, b);
         nt_track_token_t tok;
         assert_int_equal(nt_track_verify("secret", 6, a + 5, 1770000001, &tok), NT_TRACK_OK);
@@ -978,8 +960,8 @@ static void test_email_template_text_links_are_tracked_as_in_the_html(void **sta
         if (i == 2)
             assert_string_equal(tok.url, "https://platform.example/j?t=a&u='b'");
     }
-    assert_int_equal(nth_click(html, 6, a, sizeof(a)), -1);
-    assert_int_equal(nth_click(text, 6, b, sizeof(b)), -1);
+    assert_int_equal(nt_test_nth_link(html, 'c', 6, a, sizeof(a)), -1);
+    assert_int_equal(nt_test_nth_link(text, 'c', 6, b, sizeof(b)), -1);
     assert_non_null(strstr(text, "mail (mailto:a@example.com)"));
     assert_true(strncmp(text, "Read the guide (https://links.example/t/c/", 42) == 0);
 
