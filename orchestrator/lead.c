@@ -22,11 +22,19 @@ static const char *const stage_names[] = {
 };
 #define NSTAGES (sizeof(stage_names) / sizeof(stage_names[0]))
 
-/* Fields own their strings; nt_kv_t declares them const for its borrowers. */
-static void kv_release(nt_kv_t *kv)
+/* Free one of the lead's strings, unless it lives in the lead's block (nt_lead_copy). */
+static void str_release(const nt_lead_t *lead, const char *s)
 {
-    free((char *)kv->key);
-    free((char *)kv->value);
+    if (lead->block != NULL && s >= lead->block && s < lead->block + lead->blocklen)
+        return;
+    free((char *)s);
+}
+
+/* Fields own their strings; nt_kv_t declares them const for its borrowers. */
+static void kv_release(const nt_lead_t *lead, nt_kv_t *kv)
+{
+    str_release(lead, kv->key);
+    str_release(lead, kv->value);
     kv->key = NULL;
     kv->value = NULL;
 }
@@ -76,9 +84,10 @@ void nt_lead_fini(nt_lead_t *lead)
     if (lead == NULL)
         return;
     for (i = 0; i < lead->nfields; i++)
-        kv_release(&lead->fields[i]);
+        kv_release(lead, &lead->fields[i]);
     free(lead->fields);
-    free(lead->id);
+    str_release(lead, lead->id);
+    free(lead->block);
     memset(lead, 0, sizeof(*lead));
 }
 
@@ -104,7 +113,7 @@ int nt_lead_set(nt_lead_t *lead, const char *name, const char *value)
         if (kv != NULL) {
             size_t at = (size_t)(kv - lead->fields);
 
-            kv_release(kv);
+            kv_release(lead, kv);
             memmove(&lead->fields[at], &lead->fields[at + 1],
                     (lead->nfields - at - 1) * sizeof(nt_kv_t));
             lead->nfields--;
@@ -115,7 +124,7 @@ int nt_lead_set(nt_lead_t *lead, const char *name, const char *value)
     if (v == NULL)
         return -1;
     if (kv != NULL) {
-        free((char *)kv->value);
+        str_release(lead, kv->value);
         kv->value = v;
         return 0;
     }
@@ -138,6 +147,41 @@ int nt_lead_set(nt_lead_t *lead, const char *name, const char *value)
     lead->fields[lead->nfields].key = k;
     lead->fields[lead->nfields].value = v;
     lead->nfields++;
+    return 0;
+}
+
+/* nt_lead_copy: see lead.h. */
+int nt_lead_copy(nt_lead_t *dst, const nt_lead_t *src)
+{
+    size_t len = strlen(src->id) + 1, at;
+    char *b;
+
+    memset(dst, 0, sizeof(*dst));
+    for (size_t i = 0; i < src->nfields; i++)
+        len += strlen(src->fields[i].key) + strlen(src->fields[i].value) + 2;
+    dst->block = b = malloc(len);
+    dst->fields = src->nfields ? malloc(src->nfields * sizeof(nt_kv_t)) : NULL;
+    if (b == NULL || (src->nfields && dst->fields == NULL)) {
+        free(dst->block);
+        free(dst->fields);
+        memset(dst, 0, sizeof(*dst));
+        return -1;
+    }
+    dst->blocklen = len;
+    at = strlen(src->id) + 1;
+    memcpy(b, src->id, at);
+    dst->id = b;
+    for (size_t i = 0; i < src->nfields; i++) {
+        size_t kl = strlen(src->fields[i].key) + 1, vl = strlen(src->fields[i].value) + 1;
+
+        memcpy(b + at, src->fields[i].key, kl);
+        dst->fields[i].key = b + at;
+        at += kl;
+        memcpy(b + at, src->fields[i].value, vl);
+        dst->fields[i].value = b + at;
+        at += vl;
+    }
+    dst->nfields = dst->cap = src->nfields;
     return 0;
 }
 

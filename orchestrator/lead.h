@@ -19,9 +19,11 @@
 
 typedef struct nt_lead {
     char *id;        /* owned */
-    nt_kv_t *fields; /* owned; keys and values malloc'd */
+    nt_kv_t *fields; /* owned; keys and values malloc'd, or inside block */
     size_t nfields;
     size_t cap;
+    char *block;     /* nt_lead_copy's strings, freed as one; NULL for other leads */
+    size_t blocklen;
 } nt_lead_t;
 
 /* Initialise an empty lead with a copy of id. Returns 0, or -1 out of memory. */
@@ -33,6 +35,11 @@ const char *nt_lead_get(const nt_lead_t *lead, const char *name);
 
 /* Set (copying) or, with value NULL, remove a field. Returns 0, or -1 out of memory. */
 int nt_lead_set(nt_lead_t *lead, const char *name, const char *value);
+
+/* dst = a copy of src in two allocations (the fields and one block for every string), as the
+ * worker keeps one per message waiting for its outcome. dst is later changed and freed like any
+ * lead. Returns 0, or -1 out of memory (dst is then empty and safe to fini). */
+int nt_lead_copy(nt_lead_t *dst, const nt_lead_t *src);
 
 /* Attribute accessors over the reserved fields above. */
 int64_t nt_lead_score(const nt_lead_t *lead);

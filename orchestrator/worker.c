@@ -331,6 +331,14 @@ static void shed_payload(dmsg_t *m)
             free(m->strs[i]);
     }
     m->nstrs = k;
+    if (k > 0) {
+        char **strs = realloc(m->strs, k * sizeof(char *));
+
+        if (strs != NULL) {
+            m->strs = strs;
+            m->cstrs = k;
+        }
+    }
     free(m->params);
     free(m->lead);
     m->params = NULL;
@@ -415,12 +423,8 @@ static dmsg_t *dmsg_from_decision(part_t *pt, const nt_lead_t *lead, const nt_ru
     m->msg.nlead = nl;
     m->mod = nt_modules_find(pt->w->mods, o->channel);
     /* What apply.lua will have made of the run once it commits this decision. */
-    if (d->status == NT_RUN_ACTIVE && nt_lead_init(&m->snap_lead, lead->id) == 0) {
-        int ok = 1;
-
+    if (d->status == NT_RUN_ACTIVE && nt_lead_copy(&m->snap_lead, lead) == 0) {
         m->has_snap = 1;
-        for (size_t i = 0; ok && i < lead->nfields; i++)
-            ok = nt_lead_set(&m->snap_lead, lead->fields[i].key, lead->fields[i].value) == 0;
         m->snap_run = *run;
         m->snap_run.plan_id = m->msg.plan_id;
         m->snap_run.node = keep(m, d->node ? d->node : "");
@@ -428,10 +432,6 @@ static dmsg_t *dmsg_from_decision(part_t *pt, const nt_lead_t *lead, const nt_ru
         m->snap_run.visit = d->visit;
         m->snap_run.due_ms = d->due_ms;
         m->snap_run.status = NT_RUN_ACTIVE;
-        if (!ok) {
-            nt_lead_fini(&m->snap_lead);
-            m->has_snap = 0;
-        }
     }
     return m;
 }
