@@ -66,6 +66,11 @@ void nt_api_error(nt_api_req_t *r, int status, const char *code, const char *fmt
 /* Reply with status and a body of any type (copied). No-op when the request is finished. */
 void nt_api_reply_raw(nt_api_req_t *r, int status, const char *ctype, const void *data, size_t len);
 
+/* The handler has taken what it needs from r->body: free the parsed JSON now rather than when
+ * the request ends (a bulk body's jansson values are ten times its size, and the request then
+ * waits for Redis). */
+void nt_api_body_done(nt_api_req_t *r);
+
 /* A small HTML page for a person who followed a signed link (unsubscribe, RSVP): title, a
  * paragraph of trusted text and, when action is not NULL, a form posting fields (trusted HTML)
  * to action. action is relative (the link's own token, resolved against /t/x/<token>), so the

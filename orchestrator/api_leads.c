@@ -1241,6 +1241,7 @@ void nt_api_bulk_enrol(nt_api_req_t *r)
         }
         c->n = i + 1;
     }
+    nt_api_body_done(r); /* the leads are in c now */
     if (nt_api_need_redis(r))
         return;
     nt_api_ref(r);

@@ -288,6 +288,12 @@ void nt_api_reply_raw(nt_api_req_t *r, int status, const char *ctype, const void
     send_reply(r, status, ctype, data, len);
 }
 
+void nt_api_body_done(nt_api_req_t *r)
+{
+    json_decref(r->body);
+    r->body = NULL;
+}
+
 void nt_api_page(nt_api_req_t *r, int status, const char *title, const char *text,
                  const char *action, const char *fields)
 {
