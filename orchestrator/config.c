@@ -296,7 +296,7 @@ int nt_config_defaults(nt_config_t *cfg)
     cfg->modules_dir = strdup(NT_DEFAULT_MODULES_DIR);
     cfg->partitions = 64;
     cfg->time_scale = 1.0;
-    cfg->batch = 256;
+    cfg->batch = 128;
     cfg->poll_ms = 10;
     cfg->lease_ms = 5000;
     cfg->redis_timeout_ms = 5000;
@@ -377,7 +377,7 @@ static const key_def_t keys[] = {
     {"time-start", K_INSTANT, OFF(time_start), 0, 0, "\"\"",
      "plan time starts at this UTC instant, YYYY-MM-DDTHH:MMZ (demos of plans with fixed "
      "dates; one process per Redis); empty: now"},
-    {"batch", K_UINT, OFF(batch), 1, 10000, "256", "runs per fetch/apply round"},
+    {"batch", K_UINT, OFF(batch), 1, 10000, "128", "runs per fetch/apply round"},
     {"poll-ms", K_INT, OFF(poll_ms), 1, 60000, "10",
      "shortest pause between looks at a partition; an idle one is looked at when its next "
      "timer is due, at the latest every 50 x poll-ms (at least 500 ms)"},

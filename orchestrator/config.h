@@ -25,7 +25,7 @@ typedef struct nt_config {
     unsigned partitions;    /* partitions 64; fixed when the deployment is created */
     double time_scale;      /* time-scale 1 */
     int64_t time_start;     /* time-start "": plan time's start (ms since the epoch); 0 = now */
-    unsigned batch;         /* batch 256: runs per fetch/apply round */
+    unsigned batch;         /* batch 128: runs per fetch/apply round */
     int poll_ms;            /* poll-ms 10: shortest pause between looks at a partition */
     int lease_ms;           /* lease-ms 5000: partition lease period */
     int redis_timeout_ms;   /* redis-timeout-ms 5000 */

@@ -77,7 +77,7 @@ static void test_config_defaults_run_the_demo(void **state)
     assert_int_equal(cfg.partitions, 64);
     assert_true(cfg.time_scale == 1.0);
     assert_int_equal(cfg.time_start, 0);
-    assert_int_equal(cfg.batch, 256);
+    assert_int_equal(cfg.batch, 128);
     assert_int_equal(cfg.poll_ms, 10);
     assert_int_equal(cfg.lease_ms, 5000);
     assert_int_equal(cfg.redis_timeout_ms, 5000);
