@@ -2,9 +2,10 @@
  *
  * Plan time = start + (real_now - anchor) * scale, with the anchor (real time) taken at
  * nt_clock_init and start the plan time it shows then (the anchor itself unless a start instant
- * is given). At scale 1 without a start instant plan time is real time exactly (no floating point on the way), so that a
- * production daemon and the timers other daemons wrote into Redis agree to the millisecond.
- * The state is process-global and written only by nt_clock_init (single-threaded daemon). */
+ * is given). At scale 1 without a start instant plan time is real time exactly (no floating point
+ * on the way), so that a production daemon and the timers other daemons wrote into Redis agree to
+ * the millisecond. The state is process-global and written only by nt_clock_init (single-threaded
+ * daemon). */
 #include "clock.h"
 
 #include <math.h>

@@ -539,8 +539,7 @@ typedef struct text_ctx {
     int blank;          /* a blank line goes before the next block */
     int in_heading;     /* line breaks are spaces: a heading is one line */
     int in_image;       /* alt text: a link in it is its text only */
-    int in_link;        /* the link being written starts at link_start */
-    size_t link_start;
+    size_t link_start;  /* where the text of the link being written starts */
     nt_email_span_t *links;
     size_t nlinks, caplinks;
 } text_ctx_t;
@@ -780,10 +779,8 @@ static void text_node(text_ctx_t *c, cmark_node *n, cmark_event_type ev)
         } else if (enter) {
             if (c->bol)
                 text_prefix(c);
-            c->in_link = 1;
             c->link_start = c->b.len;
         } else {
-            c->in_link = 0;
             text_link_end(c, n);
         }
         break;

@@ -298,7 +298,7 @@ static nt_rc_t ev_init(const nt_channel_host_t *host, void **state, char **errms
     path = cfg(st, "path", NULL);
     st->path = path != NULL && path[0] ? strdup(path)
                                        : nt_msgf("%s/event-channel.jsonl",
-                                              host->data_dir != NULL ? host->data_dir : ".");
+                                                 host->data_dir != NULL ? host->data_dir : ".");
     days = cfg(st, "rsvp_days", "366");
     d = strtol(days, &end, 10);
     if (end == days || *end != '\0' || d < 1 || d > 3660) {
@@ -430,13 +430,15 @@ static void job_commit(ev_job_t *j)
     if (ids_add(st, j->id) != 0 && st->host->log != NULL)
         st->host->log(NT_LOG_WARN, "event", "out of memory remembering an id");
     if (st->host->post_event != NULL) {
-        nt_kv_t attrs[4] = {{"event", j->event}, {"kind", j->kind}, {"message", j->id},
+        nt_kv_t attrs[4] = {{"event", j->event},
+                            {"kind", j->kind},
+                            {"message", j->id},
                             {"rsvp_url", j->url != NULL ? j->url : ""}};
         nt_rc_t rc = st->host->post_event(j->lead, "event.invited", attrs, 4);
 
         if (rc != NT_OK && st->host->log != NULL)
-            st->host->log(NT_LOG_WARN, "event", "event.invited for %s was not posted: %d",
-                          j->lead, (int)rc);
+            st->host->log(NT_LOG_WARN, "event", "event.invited for %s was not posted: %d", j->lead,
+                          (int)rc);
     }
     detail = j->url != NULL ? nt_msgf("%s to %s: RSVP %s", j->kind, j->event, j->url)
                             : nt_msgf("%s to %s (no RSVP link)", j->kind, j->event);
@@ -465,7 +467,7 @@ static void on_written(void *arg, nt_rc_t rc)
     } else {
         /* Transient: nothing is in the file yet, the retry signs and writes again. */
         detail = nt_msgf("event: %s to %s: the RSVP link was not stored on the lead (%s)", j->kind,
-                      j->event, rc == NT_ETIMEOUT ? "timeout" : "unavailable");
+                         j->event, rc == NT_ETIMEOUT ? "timeout" : "unavailable");
         rc = rc == NT_ETIMEOUT ? NT_ETIMEOUT : NT_EUNAVAIL;
     }
     job_finish(j, rc, detail != NULL ? detail : "event: out of memory");
