@@ -42,9 +42,9 @@ nt_rc_t nt_modules_check(const nt_channel_ops_t *ops, char **errmsg)
         msg = nt_msgf("channel ABI %u, nurtured speaks %u", (unsigned)ops->abi_version,
                       (unsigned)NT_CHANNEL_ABI_VERSION);
         rc = NT_EABI;
-    } else if (ops->size < offsetof(nt_channel_ops_t, reserved)) {
+    } else if (ops->size < offsetof(nt_channel_ops_t, flags)) {
         msg = nt_msgf("ops struct of %u bytes, at least %zu needed", (unsigned)ops->size,
-                      offsetof(nt_channel_ops_t, reserved));
+                      offsetof(nt_channel_ops_t, flags));
         rc = NT_EABI;
     } else if (!valid_name(ops->name)) {
         msg = nt_msgf("channel name must be [a-z0-9_]+ (at most 64)");
@@ -255,4 +255,13 @@ int nt_module_has_outcome(const nt_module_t *m, const char *outcome)
             return 1;
     }
     return 0;
+}
+
+uint32_t nt_module_flags(const nt_module_t *m)
+{
+    const nt_channel_ops_t *ops = m->ops;
+
+    if (ops->size < offsetof(nt_channel_ops_t, flags) + sizeof(ops->flags))
+        return 0;
+    return ops->flags;
 }

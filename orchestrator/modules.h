@@ -3,6 +3,7 @@
 #define NT_MODULES_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "nurture/channel.h"
 
@@ -36,6 +37,9 @@ nt_rc_t nt_modules_start(nt_modules_t *mods, const nt_channel_host_t *host);
 
 /* Shutdown every started plugin, dlclose all, free. NULL is a no-op. */
 void nt_modules_free(nt_modules_t *mods);
+
+/* The plugin's NT_CHANNEL_* flags (zero from a plugin whose ops struct predates them). */
+uint32_t nt_module_flags(const nt_module_t *m);
 
 /* Non-zero when outcome is "sent", "failed" or one of the channel's outcomes. */
 int nt_module_has_outcome(const nt_module_t *m, const char *outcome);

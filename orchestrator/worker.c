@@ -932,10 +932,16 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
         }
         if (r->oom)
             return -1;
-        nt_mp_array(m, 2);
+        dmsg_t *dm = dmsg_from_decision(b->pt, lead, run, d, o);
+
+        /* Consent is read at commit only for channels that write to the person (and for one
+         * that is not loaded, whose flags are unknown). */
+        nt_mp_array(m, 3);
         nt_mp_cstr(m, o->id);
         nt_mp_str(m, r->buf, r->len);
-        b->msgs[b->nmsgs++] = dmsg_from_decision(b->pt, lead, run, d, o);
+        nt_mp_cstr(m, !dm || !dm->mod || (nt_module_flags(dm->mod) & NT_CHANNEL_CONSENT)
+                          ? "c" : "");
+        b->msgs[b->nmsgs++] = dm;
     }
     nt_mp_str(m, h ? h : "", h ? hl : 0);
     free(h);

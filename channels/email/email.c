@@ -834,6 +834,7 @@ static const nt_channel_ops_t email_ops = {
     .init = email_init,
     .dispatch = email_dispatch,
     .shutdown = email_shutdown,
+    .flags = NT_CHANNEL_CONSENT,
 };
 
 EXPORT const nt_channel_ops_t *nt_channel_entry(void)

@@ -157,6 +157,15 @@ typedef struct nt_channel_param {
     const char *description; /**< one line for `nurturectl validate` and docs */
 } nt_channel_param_t;
 
+/**
+ * ops->flags: the channel writes to the person, so it must see their consent as it stands.
+ * Each of its messages carries the lead's "unsubscribed" and "suppressed" fields as they were
+ * when the message was committed (read in the same transaction). A channel without the flag
+ * gets them from the snapshot the step was decided on, which may predate an unsubscribe, and
+ * saves that read on every message.
+ */
+#define NT_CHANNEL_CONSENT 0x1u
+
 /** The plugin: one constant struct. New fields are appended; readers check `size`. */
 typedef struct nt_channel_ops {
     uint32_t abi_version;   /**< NT_CHANNEL_ABI_VERSION the plugin was built with */
@@ -190,7 +199,8 @@ typedef struct nt_channel_ops {
     /** Cancel what is in flight (each pending done fires with NT_ECANCELED) and free state. */
     void (*shutdown)(void *state);
 
-    void *reserved[8];      /**< zero; room for growth */
+    uint32_t flags;         /**< NT_CHANNEL_* bits, zero for none */
+    void *reserved[7];      /**< zero; room for growth */
 } nt_channel_ops_t;
 
 /** The type of the entry symbol. */

@@ -5,7 +5,8 @@
 --   {decisions, lead records, timer fixes, outbox ids}
 --   decision: {lead, plan, version, expected state token, node, "a"|"d", exit reason, due (0:
 --              none), visits, {attr, value|false, ...}, score delta, stage ("": unchanged),
---              {{message id, outbox record}, ...}, timeline text,
+--              {{message id, outbox record, "c" when its channel needs the lead's consent
+--              marks else ""}, ...}, timeline text,
 --              {node entered, ...}, node left ("": none)}
 --   lead record: {lead, {event type, ms, ...} (events seen), timeline text, {event id, ...}}
 --   timer fix: {lead, plan, state token, due}: a timer fired without moving its run; it is set
@@ -18,8 +19,9 @@
 -- Returns {'FENCED'} or {'OK', results, message ids, marks}: per decision 0 when its state token
 -- no longer matched (nothing of it applied), 1 when applied, or the enrolment's real ms when it
 -- ended the run (for the enrol-to-exit latency); per message, in order, its message id as
--- committed ("" for messages of decisions not applied) and the lead's suppression when it was committed
--- ("u" unsubscribed, "s" suppressed, both, or "").
+-- committed ("" for messages of decisions not applied) and the lead's suppression when it was
+-- committed ("u" unsubscribed, "s" suppressed, both, or ""; always "" for a message not marked
+-- "c").
 local me, tok, now, pre, hmax = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local l = redis.call('HMGET', KEYS[1], 'owner', 'token')
 if l[1] ~= me or l[2] ~= tok then
@@ -163,13 +165,17 @@ for _, d in ipairs(b[1]) do
     if d[12] ~= '' then
       redis.call('HSET', lk, '_stage', d[12])
     end
-    local mark = ''
-    if #msgs > 0 then
-      local u = redis.call('HMGET', lk, '_unsub', '_suppressed')
-      mark = (u[1] and 'u' or '') .. (u[2] and 's' or '')
-    end
+    local mark
     for _, m in ipairs(msgs) do
-      marks[#marks + 1] = mark
+      if m[3] == 'c' then
+        if not mark then
+          local u = redis.call('HMGET', lk, '_unsub', '_suppressed')
+          mark = (u[1] and 'u' or '') .. (u[2] and 's' or '')
+        end
+        marks[#marks + 1] = mark
+      else
+        marks[#marks + 1] = ''
+      end
       redis.call('HSET', KEYS[4], m[1], m[2])
       ids[#ids + 1] = m[1]
     end
