@@ -850,6 +850,28 @@ static void give_back(part_t *pt, dmsg_t **v, size_t n)
     }
 }
 
+/* A funnel counter field of the plan's stats hash, "<version>:<a><b>", and its change. */
+static void funnel(nt_mp_t *m, uint32_t version, const char *a, const char *b, const char *delta)
+{
+    char buf[256];
+    int n = snprintf(buf, sizeof(buf), "%u:%s%s", (unsigned)version, a, b);
+
+    if (n < 0) {
+        m->oom = 1;
+    } else if ((size_t)n < sizeof(buf)) {
+        nt_mp_str(m, buf, (size_t)n);
+    } else {
+        char *f = nt_msgf("%u:%s%s", (unsigned)version, a, b);
+
+        if (!f)
+            m->oom = 1;
+        else
+            nt_mp_cstr(m, f);
+        free(f);
+    }
+    nt_mp_cstr(m, delta);
+}
+
 static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
                         const nt_decision_t *d, const char *prefix)
 {
@@ -890,7 +912,7 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
         if (*c == '\n' || *c == '\r')
             *c = ' ';
 
-    nt_mp_array(m, 16);
+    nt_mp_array(m, 15);
     nt_mp_cstr(m, lead->id);
     nt_mp_cstr(m, run->plan_id);
     nt_mp_int(m, run->version);
@@ -945,10 +967,19 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
     }
     nt_mp_str(m, h ? h : "", h ? hl : 0);
     free(h);
-    nt_mp_array(m, (uint32_t)d->npath);
+    /* The funnel counters this decision moves, as apply.lua adds them up once it applies */
+    int done = d->status == NT_RUN_DONE;
+    nt_mp_array(m, (uint32_t)(2 * (d->npath + (d->left ? 1 : 0) + (done ? 2 : 1))));
+    if (d->left)
+        funnel(m, run->version, d->left, ":cur", "-1");
     for (size_t i = 0; i < d->npath; i++)
-        nt_mp_cstr(m, d->path[i]);
-    nt_mp_cstr(m, d->left ? d->left : "");
+        funnel(m, run->version, d->path[i], ":in", "1");
+    if (done) {
+        funnel(m, run->version, "active", "", "-1");
+        funnel(m, run->version, "exit:", d->exit_reason ? d->exit_reason : "", "1");
+    } else {
+        funnel(m, run->version, d->node ? d->node : "", ":cur", "1");
+    }
     b->ndec++;
     return m->oom ? -1 : 0;
 }

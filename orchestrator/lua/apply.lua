@@ -7,7 +7,9 @@
 --              none), visits, {attr, value|false, ...}, score delta, stage ("": unchanged),
 --              {{message id, outbox record, "c" when its channel needs the lead's consent
 --              marks else ""}, ...}, timeline text,
---              {node entered, ...}, node left ("": none)}
+--              {funnel field, change, ...} (the plan's stats hash: "<version>:<node>:in" for each
+--              node entered, "<version>:<node>:cur" -1 for the node left and +1 for the node it
+--              rests at, "<version>:active" -1 and "<version>:exit:<reason>" +1 when it ends)}
 --   lead record: {lead, {event type, ms, ...} (events seen), timeline text, {event id, ...}}
 --   timer fix: {lead, plan, state token, due}: a timer fired without moving its run; it is set
 --              to the run's own due time (0: removed) while the run is still at that token, and
@@ -124,7 +126,7 @@ for _, z in ipairs(b[3]) do
 end
 
 for _, d in ipairs(b[1]) do
-  local lead, plan, v = d[1], d[2], d[3]
+  local lead, plan = d[1], d[2]
   local rk = pre .. 'run:' .. lead .. ':' .. plan
   local lk = pre .. 'lead:' .. lead
   local member = lead .. '|' .. plan
@@ -145,11 +147,9 @@ for _, d in ipairs(b[1]) do
       redis.call('HSET', rk, 'n', node, 't', tonumber(cur[1]) + 1, 'vi', d[9], 'ne', now,
                  'd', due, 's', status)
     end
-    if d[16] ~= '' then
-      count(plan, v .. ':' .. d[16] .. ':cur', -1)
-    end
-    for _, n in ipairs(d[15]) do
-      count(plan, v .. ':' .. n .. ':in', 1)
+    local f = d[15]
+    for i = 1, #f, 2 do
+      count(plan, f[i], f[i + 1])
     end
     local set = d[10]
     for i = 1, #set, 2 do
@@ -187,11 +187,8 @@ for _, d in ipairs(b[1]) do
         redis.call('ZREM', KEYS[2], member)
       end
       redis.call('HSET', lk, 'r:' .. plan, 'd')
-      count(plan, v .. ':active', -1)
-      count(plan, v .. ':exit:' .. d[7], 1)
       results[#results + 1] = tonumber(cur[3] or '0') or 0
     else
-      count(plan, v .. ':' .. node .. ':cur', 1)
       if tonumber(due) > 0 then
         redis.call('ZADD', KEYS[2], due, member)
       elseif cur[4] ~= '0' then

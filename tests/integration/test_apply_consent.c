@@ -1,4 +1,5 @@
-/* apply.lua against a real redis-server: the consent marks a committed message carries. A
+/* apply.lua against a real redis-server: the consent marks a committed message carries, and
+ * the funnel counters a batch adds up. A
  * message marked "c" (its channel has NT_CHANNEL_CONSENT) gets the lead's _unsub and
  * _suppressed as they stand inside the transaction; a message not marked gets "" and costs no
  * read; a decision whose state token no longer matches commits nothing. And which of the
@@ -83,7 +84,7 @@ static void add_decision(nt_mp_t *m, const char *lead, const char *token)
 {
     char id[64];
 
-    nt_mp_array(m, 16);
+    nt_mp_array(m, 15);
     nt_mp_cstr(m, lead);
     nt_mp_cstr(m, "p");
     nt_mp_cstr(m, "1");
@@ -108,9 +109,13 @@ static void add_decision(nt_mp_t *m, const char *lead, const char *token)
     nt_mp_cstr(m, "record-n");
     nt_mp_cstr(m, "");
     nt_mp_cstr(m, "entered next");
-    nt_mp_array(m, 1);
-    nt_mp_cstr(m, "next");
-    nt_mp_cstr(m, "start");
+    nt_mp_array(m, 6);
+    nt_mp_cstr(m, "1:start:cur");
+    nt_mp_cstr(m, "-1");
+    nt_mp_cstr(m, "1:next:in");
+    nt_mp_cstr(m, "1");
+    nt_mp_cstr(m, "1:next:cur");
+    nt_mp_cstr(m, "1");
 }
 
 static redisReply *apply(const nt_mp_t *batch)
@@ -201,6 +206,17 @@ static void test_apply_reads_consent_only_for_messages_that_ask(void **state)
     v = hget(nt_key_run(key, P, "stale", "p"), "n");
     assert_string_equal(v, "start");
     free(v);
+
+    /* the funnel counters of the four applied decisions, summed; the stale one adds nothing */
+    nt_key_part(key, P, "stats:p");
+    static const char *const fields[][2] = {
+        {"1:start:cur", "-4"}, {"1:next:in", "4"}, {"1:next:cur", "4"}};
+    for (size_t i = 0; i < 3; i++) {
+        v = hget(key, fields[i][0]);
+        assert_non_null(v);
+        assert_string_equal(v, fields[i][1]);
+        free(v);
+    }
     nt_mp_fini(&m);
 }
 
