@@ -76,15 +76,10 @@ local function timeline_flush()
   end
 end
 
--- acknowledge and delete stream entries, a bounded number of ids per command
-local function ackdel(key, group, list)
-  local n = #list
-  local i = 1
-  while i <= n do
-    local j = math.min(i + 499, n)
-    redis.call('XACK', key, group, unpack(list, i, j))
-    redis.call('XDEL', key, unpack(list, i, j))
-    i = j + 1
+-- one command per up to `per` arguments of list (pairs stay whole when per is even)
+local function chunked(cmd, key, list, per)
+  for i = 1, #list, per do
+    redis.call(cmd, key, unpack(list, i, math.min(i + per - 1, #list)))
   end
 end
 
@@ -104,12 +99,13 @@ for _, r in ipairs(b[2]) do
     acks[#acks + 1] = id
   end
 end
-ackdel(KEYS[3], 'w', acks)
--- messages whose outcome this batch records leave the outbox
-local done = b[4]
-for i = 1, #done, 500 do
-  redis.call('HDEL', KEYS[4], unpack(done, i, math.min(i + 499, #done)))
+for i = 1, #acks, 500 do
+  local j = math.min(i + 499, #acks)
+  redis.call('XACK', KEYS[3], 'w', unpack(acks, i, j))
+  redis.call('XDEL', KEYS[3], unpack(acks, i, j))
 end
+-- messages whose outcome this batch records leave the outbox
+chunked('HDEL', KEYS[4], b[4], 500)
 
 for _, z in ipairs(b[3]) do
   local member = z[1] .. '|' .. z[2]
@@ -125,6 +121,10 @@ for _, z in ipairs(b[3]) do
   end
 end
 
+-- Writes to the partition's keys are gathered over the batch and made once each (a command
+-- from a script costs far more than its arguments): outbox records, timers set and removed.
+-- A batch holds one decision per run, so no timer is both set and removed here.
+local obox, zadd, zrem = {}, {}, {}
 for _, d in ipairs(b[1]) do
   local lead, plan = d[1], d[2]
   local rk = pre .. 'run:' .. lead .. ':' .. plan
@@ -151,19 +151,45 @@ for _, d in ipairs(b[1]) do
     for i = 1, #f, 2 do
       count(plan, f[i], f[i + 1])
     end
-    local set = d[10]
-    for i = 1, #set, 2 do
-      if set[i + 1] == false then
-        redis.call('HDEL', lk, set[i])
-      else
-        redis.call('HSET', lk, set[i], set[i + 1])
+    -- the lead's fields: attribute changes in order (the last one of a name wins), the stage
+    -- and, when the run ends, its r:<plan> mark, in one HSET (and one HDEL)
+    local set, hs, hd = d[10], {}, {}
+    if #set > 2 then
+      local last = {}
+      for i = 1, #set, 2 do
+        last[set[i]] = set[i + 1]
       end
+      for k, val in pairs(last) do
+        if val == false then
+          hd[#hd + 1] = k
+        else
+          hs[#hs + 1] = k
+          hs[#hs + 1] = val
+        end
+      end
+    elseif #set == 2 then
+      if set[2] == false then
+        hd[1] = set[1]
+      else
+        hs[1], hs[2] = set[1], set[2]
+      end
+    end
+    if d[12] ~= '' then
+      hs[#hs + 1] = '_stage'
+      hs[#hs + 1] = d[12]
+    end
+    if status == 'd' then
+      hs[#hs + 1] = 'r:' .. plan
+      hs[#hs + 1] = 'd'
+    end
+    if #hd > 0 then
+      redis.call('HDEL', lk, unpack(hd))
+    end
+    if #hs > 0 then
+      redis.call('HSET', lk, unpack(hs))
     end
     if d[11] ~= '0' then
       redis.call('HINCRBY', lk, '_score', d[11])
-    end
-    if d[12] ~= '' then
-      redis.call('HSET', lk, '_stage', d[12])
     end
     local mark
     for _, m in ipairs(msgs) do
@@ -176,29 +202,30 @@ for _, d in ipairs(b[1]) do
       else
         marks[#marks + 1] = ''
       end
-      redis.call('HSET', KEYS[4], m[1], m[2])
+      obox[#obox + 1] = m[1]
+      obox[#obox + 1] = m[2]
       ids[#ids + 1] = m[1]
     end
     if d[14] ~= '' then
       timeline(lead, 'step', d[14])
     end
+    if status ~= 'd' and tonumber(due) > 0 then
+      zadd[#zadd + 1] = due
+      zadd[#zadd + 1] = member
+    elseif cur[4] ~= '0' then
+      -- a run without a due time has no timer to remove
+      zrem[#zrem + 1] = member
+    end
     if status == 'd' then
-      if cur[4] ~= '0' then
-        redis.call('ZREM', KEYS[2], member)
-      end
-      redis.call('HSET', lk, 'r:' .. plan, 'd')
       results[#results + 1] = tonumber(cur[3] or '0') or 0
     else
-      if tonumber(due) > 0 then
-        redis.call('ZADD', KEYS[2], due, member)
-      elseif cur[4] ~= '0' then
-        -- a run without a due time has no timer to remove
-        redis.call('ZREM', KEYS[2], member)
-      end
       results[#results + 1] = 1
     end
   end
 end
+chunked('HSET', KEYS[4], obox, 500)
+chunked('ZADD', KEYS[2], zadd, 500)
+chunked('ZREM', KEYS[2], zrem, 500)
 
 for plan, t in pairs(stats) do
   local sk = pre .. 'stats:' .. plan

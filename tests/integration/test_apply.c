@@ -1,5 +1,5 @@
 /* apply.lua against a real redis-server: the consent marks a committed message carries, and
- * the funnel counters a batch adds up. A
+ * the funnel counters a batch adds up, the lead fields and timers it writes. A
  * message marked "c" (its channel has NT_CHANNEL_CONSENT) gets the lead's _unsub and
  * _suppressed as they stand inside the transaction; a message not marked gets "" and costs no
  * read; a decision whose state token no longer matches commits nothing. And which of the
@@ -220,6 +220,119 @@ static void test_apply_reads_consent_only_for_messages_that_ask(void **state)
     nt_mp_fini(&m);
 }
 
+/* A decision without messages: status "a" with a due time, or "d" (exit "bye"); attribute
+ * changes as name, value pairs (value NULL removes). */
+static void add_plain_decision(nt_mp_t *m, const char *lead, const char *status, const char *due,
+                               const char *const *set, size_t nset, const char *stage)
+{
+    int done = strcmp(status, "d") == 0;
+
+    nt_mp_array(m, 15);
+    nt_mp_cstr(m, lead);
+    nt_mp_cstr(m, "p");
+    nt_mp_cstr(m, "1");
+    nt_mp_cstr(m, "5");
+    nt_mp_cstr(m, done ? "" : "later");
+    nt_mp_cstr(m, status);
+    nt_mp_cstr(m, done ? "bye" : "");
+    nt_mp_cstr(m, due);
+    nt_mp_cstr(m, "1");
+    nt_mp_array(m, (uint32_t)(2 * nset));
+    for (size_t i = 0; i < nset; i++) {
+        nt_mp_cstr(m, set[2 * i]);
+        if (set[2 * i + 1])
+            nt_mp_cstr(m, set[2 * i + 1]);
+        else
+            nt_mp_bool(m, 0);
+    }
+    nt_mp_cstr(m, "3");
+    nt_mp_cstr(m, stage);
+    nt_mp_array(m, 0);
+    nt_mp_cstr(m, "");
+    nt_mp_array(m, 2);
+    nt_mp_cstr(m, done ? "1:exit:bye" : "1:later:cur");
+    nt_mp_cstr(m, "1");
+}
+
+static double timer_of(const char *lead)
+{
+    char key[NT_KEY_MAX], member[64];
+
+    snprintf(member, sizeof(member), "%s|p", lead);
+    redisReply *r = redisCommand(rc, "ZSCORE %s %s", nt_key_part(key, P, "timers"), member);
+    double v = r && r->type == REDIS_REPLY_STRING ? strtod(r->str, NULL) : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+static void test_apply_writes_lead_fields_in_order_and_batches_timers(void **state)
+{
+    char key[NT_KEY_MAX];
+    nt_mp_t m;
+    static const char *const set[] = {"a", "1", "b", "2", "a", NULL, "c", "x", "c", "y"};
+    static const char *const unset[] = {"b", NULL};
+
+    (void)state;
+    lead_with_run("moves", NULL, NULL);
+    lead_with_run("ends", NULL, NULL);
+    lead_with_run("rests", NULL, NULL);
+    cmd_ok("HSET %s a 0 b 0", nt_key_lead(key, P, "ends"));
+    /* the two runs that had a timer */
+    cmd_ok("HSET %s d 900", nt_key_run(key, P, "ends", "p"));
+    cmd_ok("HSET %s d 900", nt_key_run(key, P, "rests", "p"));
+    cmd_ok("ZADD %s 900 ends|p 900 rests|p", nt_key_part(key, P, "timers"));
+
+    nt_mp_init(&m);
+    nt_mp_array(&m, 4);
+    nt_mp_array(&m, 3);
+    add_plain_decision(&m, "moves", "a", "5000", set, 5, "mql");
+    add_plain_decision(&m, "ends", "d", "0", unset, 1, "");
+    add_plain_decision(&m, "rests", "a", "0", NULL, 0, "");
+    nt_mp_array(&m, 0);
+    nt_mp_array(&m, 0);
+    nt_mp_array(&m, 0);
+    assert_false(m.oom);
+    freeReplyObject(apply(&m));
+    nt_mp_fini(&m);
+
+    /* set then removed: gone; set twice: the last value; the stage; the score */
+    nt_key_lead(key, P, "moves");
+    assert_null(hget(key, "a"));
+    static const char *const want[][2] = {{"b", "2"}, {"c", "y"}, {"_stage", "mql"},
+                                          {"_score", "3"}, {"r:p", NULL}};
+    for (size_t i = 0; i < 5; i++) {
+        char *v = hget(key, want[i][0]);
+        if (!want[i][1]) {
+            assert_null(v);
+            continue;
+        }
+        assert_non_null(v);
+        assert_string_equal(v, want[i][1]);
+        free(v);
+    }
+    assert_true(timer_of("moves") == 5000);
+
+    /* the run that ended: its mark, its removal, its timer gone */
+    nt_key_lead(key, P, "ends");
+    char *v = hget(key, "r:p");
+    assert_string_equal(v, "d");
+    free(v);
+    assert_null(hget(key, "b"));
+    v = hget(key, "a");
+    assert_string_equal(v, "0");
+    free(v);
+    assert_true(timer_of("ends") < 0);
+    v = hget(nt_key_run(key, P, "ends", "p"), "x");
+    assert_string_equal(v, "bye");
+    free(v);
+
+    /* a run that rests without a due time loses its old timer */
+    assert_true(timer_of("rests") < 0);
+    v = hget(nt_key_run(key, P, "rests", "p"), "n");
+    assert_string_equal(v, "later");
+    free(v);
+}
+
 static void test_email_asks_for_consent_and_log_does_not(void **state)
 {
     nt_modules_t *mods = NULL;
@@ -238,6 +351,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_apply_reads_consent_only_for_messages_that_ask),
+        cmocka_unit_test(test_apply_writes_lead_fields_in_order_and_batches_timers),
         cmocka_unit_test(test_email_asks_for_consent_and_log_does_not),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
