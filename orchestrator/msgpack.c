@@ -86,9 +86,9 @@ void nt_mp_array_fix(nt_mp_t *m, size_t at, uint32_t n)
     m->len = len;
 }
 
-void nt_mp_str(nt_mp_t *m, const char *s, size_t len)
+void nt_mp_str_head(nt_mp_t *m, size_t len)
 {
-    if (!room(m, len + 5))
+    if (!room(m, 5))
         return;
     if (len < 32) {
         m->buf[m->len++] = (char)(0xa0 | len);
@@ -102,6 +102,13 @@ void nt_mp_str(nt_mp_t *m, const char *s, size_t len)
         m->buf[m->len++] = (char)0xdb;
         put_be(m, len, 4);
     }
+}
+
+void nt_mp_str(nt_mp_t *m, const char *s, size_t len)
+{
+    if (!room(m, len + 5))
+        return;
+    nt_mp_str_head(m, len);
     memcpy(m->buf + m->len, s, len);
     m->len += len;
 }

@@ -25,7 +25,11 @@ void nt_mp_int(nt_mp_t *m, long long v);        /* as a decimal string */
 void nt_mp_nil(nt_mp_t *m);
 void nt_mp_bool(nt_mp_t *m, int v);
 
-/* Append bytes already in MessagePack form (another writer's buffer). */
+/* The header of a string of len bytes, which the caller writes next with nt_mp_raw. */
+void nt_mp_str_head(nt_mp_t *m, size_t len);
+
+/* Append bytes already in MessagePack form (another writer's buffer), or a string's bytes
+ * after nt_mp_str_head. */
 void nt_mp_raw(nt_mp_t *m, const char *bytes, size_t len);
 
 /* Reserve the header of an array whose length is known later: returns its offset for

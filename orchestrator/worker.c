@@ -819,6 +819,7 @@ typedef struct batch {
     size_t nouts;
     size_t nitems;
     int64_t next_due;
+    int64_t now;            /* plan ms the batch is decided and applied at */
 } batch_t;
 
 static void batch_free(batch_t *b)
@@ -848,6 +849,23 @@ static void give_back(part_t *pt, dmsg_t **v, size_t n)
         pt->ndone++;
         v[i] = NULL;
     }
+}
+
+/* A timeline line as apply.lua appends it, "<at>|<kind>|<text>\n"; "" when there is no text. */
+static void mp_line(nt_mp_t *m, int64_t at, const char *kind, const char *text, size_t len)
+{
+    char head[48];
+    int n;
+
+    if (!text || len == 0) {
+        nt_mp_str(m, "", 0);
+        return;
+    }
+    n = snprintf(head, sizeof(head), "%lld|%s|", (long long)at, kind);
+    nt_mp_str_head(m, (size_t)n + len + 1);
+    nt_mp_raw(m, head, (size_t)n);
+    nt_mp_raw(m, text, len);
+    nt_mp_raw(m, "\n", 1);
 }
 
 /* A funnel counter field of the plan's stats hash, "<version>:<a><b>", and its change. */
@@ -965,7 +983,7 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
                           ? "c" : "");
         b->msgs[b->nmsgs++] = dm;
     }
-    nt_mp_str(m, h ? h : "", h ? hl : 0);
+    mp_line(m, b->now, "step", h, h ? hl : 0);
     free(h);
     /* The funnel counters this decision moves, as apply.lua adds them up once it applies */
     int done = d->status == NT_RUN_DONE;
@@ -1005,7 +1023,7 @@ static void add_lead_record(batch_t *b, const char *lead_id, const char *seen_ty
         nt_mp_cstr(&b->leads, seen_type);
         nt_mp_cstr(&b->leads, seen_ms);
     }
-    nt_mp_cstr(&b->leads, hist ? hist : "");
+    mp_line(&b->leads, b->now, "event", hist, hist ? strlen(hist) : 0);
     nt_mp_array(&b->leads, event_id ? 1 : 0);
     if (event_id)
         nt_mp_cstr(&b->leads, event_id);
@@ -1220,6 +1238,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
     }
     b->pt = pt;
     b->next_due = rint_(reply->element[1]);
+    b->now = now;
     b->nitems = timers->elements + events->elements + outcomes->elements;
     b->outs = calloc(pt->ntaken + 1, sizeof(*b->outs));
 

@@ -6,11 +6,11 @@
 --   decision: {lead, plan, version, expected state token, node, "a"|"d", exit reason, due (0:
 --              none), visits, {attr, value|false, ...}, score delta, stage ("": unchanged),
 --              {{message id, outbox record, "c" when its channel needs the lead's consent
---              marks else ""}, ...}, timeline text,
+--              marks else ""}, ...}, timeline line,
 --              {funnel field, change, ...} (the plan's stats hash: "<version>:<node>:in" for each
 --              node entered, "<version>:<node>:cur" -1 for the node left and +1 for the node it
 --              rests at, "<version>:active" -1 and "<version>:exit:<reason>" +1 when it ends)}
---   lead record: {lead, {event type, ms, ...} (events seen), timeline text, {event id, ...}}
+--   lead record: {lead, {event type, ms, ...} (events seen), timeline line, {event id, ...}}
 --   timer fix: {lead, plan, state token, due}: a timer fired without moving its run; it is set
 --              to the run's own due time (0: removed) while the run is still at that token, and
 --              removed when the run has ended or is gone
@@ -44,25 +44,28 @@ local function count(plan, f, n)
 end
 
 -- The timeline is one string per lead of lines "<at>|<kind>|<text>\n", oldest first: far smaller
--- in Redis than a list or stream per lead (architecture.md). Lines are gathered per lead over
--- the batch and appended with one APPEND (the AOF carries only the new lines); once the string
--- outgrows hmax lines of 160 bytes, it is cut back to its newest hmax lines.
+-- in Redis than a list or stream per lead (architecture.md). The worker sends each line whole;
+-- they are gathered per lead over the batch and appended with one APPEND (the AOF carries only
+-- the new lines); once the string outgrows hmax lines of 160 bytes, it is cut back to its
+-- newest hmax lines.
 local tl, tlorder = {}, {}
-local function timeline(lead, kind, text)
-  local entry = now .. '|' .. kind .. '|' .. text .. '\n'
+local function timeline(lead, line)
   local t = tl[lead]
-  if t then
-    t[#t + 1] = entry
-  else
-    tl[lead] = {entry}
+  if t == nil then
+    tl[lead] = line
     tlorder[#tlorder + 1] = lead
+  elseif type(t) == 'string' then
+    tl[lead] = {t, line}
+  else
+    t[#t + 1] = line
   end
 end
 
 local function timeline_flush()
   for _, lead in ipairs(tlorder) do
     local hk = pre .. 'hist:' .. lead
-    if redis.call('APPEND', hk, table.concat(tl[lead])) > hmax * 160 then
+    local t = tl[lead]
+    if redis.call('APPEND', hk, type(t) == 'string' and t or table.concat(t)) > hmax * 160 then
       local old = redis.call('GET', hk)
       local _, lines = string.gsub(old, '\n', '\n')
       if lines > hmax then
@@ -92,7 +95,7 @@ for _, r in ipairs(b[2]) do
       redis.call('HSET', lk, 'e:' .. seen[i], seen[i + 1])
     end
     if r[3] ~= '' then
-      timeline(r[1], 'event', r[3])
+      timeline(r[1], r[3])
     end
   end
   for _, id in ipairs(r[4]) do
@@ -153,9 +156,10 @@ for _, d in ipairs(b[1]) do
     end
     -- the lead's fields: attribute changes in order (the last one of a name wins), the stage
     -- and, when the run ends, its r:<plan> mark, in one HSET (and one HDEL)
-    local set, hs, hd = d[10], {}, {}
-    if #set > 2 then
-      local last = {}
+    local set, hs = d[10], nil
+    if #set > 0 then
+      local last, hd = {}, {}
+      hs = {}
       for i = 1, #set, 2 do
         last[set[i]] = set[i + 1]
       end
@@ -167,25 +171,21 @@ for _, d in ipairs(b[1]) do
           hs[#hs + 1] = val
         end
       end
-    elseif #set == 2 then
-      if set[2] == false then
-        hd[1] = set[1]
-      else
-        hs[1], hs[2] = set[1], set[2]
+      if #hd > 0 then
+        redis.call('HDEL', lk, unpack(hd))
       end
     end
     if d[12] ~= '' then
+      hs = hs or {}
       hs[#hs + 1] = '_stage'
       hs[#hs + 1] = d[12]
     end
     if status == 'd' then
+      hs = hs or {}
       hs[#hs + 1] = 'r:' .. plan
       hs[#hs + 1] = 'd'
     end
-    if #hd > 0 then
-      redis.call('HDEL', lk, unpack(hd))
-    end
-    if #hs > 0 then
+    if hs and #hs > 0 then
       redis.call('HSET', lk, unpack(hs))
     end
     if d[11] ~= '0' then
@@ -207,7 +207,7 @@ for _, d in ipairs(b[1]) do
       ids[#ids + 1] = m[1]
     end
     if d[14] ~= '' then
-      timeline(lead, 'step', d[14])
+      timeline(lead, d[14])
     end
     if status ~= 'd' and tonumber(due) > 0 then
       zadd[#zadd + 1] = due

@@ -108,7 +108,7 @@ static void add_decision(nt_mp_t *m, const char *lead, const char *token)
     nt_mp_cstr(m, id);
     nt_mp_cstr(m, "record-n");
     nt_mp_cstr(m, "");
-    nt_mp_cstr(m, "entered next");
+    nt_mp_cstr(m, "1000|step|entered next\n");
     nt_mp_array(m, 6);
     nt_mp_cstr(m, "1:start:cur");
     nt_mp_cstr(m, "-1");
@@ -206,6 +206,15 @@ static void test_apply_reads_consent_only_for_messages_that_ask(void **state)
     v = hget(nt_key_run(key, P, "stale", "p"), "n");
     assert_string_equal(v, "start");
     free(v);
+
+    /* the timeline line, as the worker sent it; none for the stale decision */
+    redisReply *h = redisCommand(rc, "GET %s", nt_key_hist(key, P, "gone"));
+    assert_int_equal(h->type, REDIS_REPLY_STRING);
+    assert_string_equal(h->str, "1000|step|entered next\n");
+    freeReplyObject(h);
+    h = redisCommand(rc, "EXISTS %s", nt_key_hist(key, P, "stale"));
+    assert_int_equal(h->integer, 0);
+    freeReplyObject(h);
 
     /* the funnel counters of the four applied decisions, summed; the stale one adds nothing */
     nt_key_part(key, P, "stats:p");
