@@ -682,6 +682,13 @@ static double redis_cpu_s(redisContext *c)
     return info_field(c, "cpu", "used_cpu_sys") + info_field(c, "cpu", "used_cpu_user");
 }
 
+/* CPU of redis-server's forked children (AOF rewrites), counted once each has been reaped. */
+static double redis_children_cpu_s(redisContext *c)
+{
+    return info_field(c, "cpu", "used_cpu_sys_children") +
+           info_field(c, "cpu", "used_cpu_user_children");
+}
+
 static double mem_usage(redisContext *c, const char *key)
 {
     redisReply *r = redisCommand(c, "MEMORY USAGE %s SAMPLES 0", key);
@@ -1057,6 +1064,8 @@ static int run_scale(size_t n, result_t *res)
         goto out;
     diag_start(rc_sync);
     double ncpu0 = proc_cpu_s(g_nurtured), rcpu0 = redis_cpu_s(rc_sync);
+    double ccpu0 = redis_children_cpu_s(rc_sync), forks0 = info_field(rc_sync, "stats",
+                                                                       "total_forks");
     if (opt.perf_dir) {
         g_perf[0] = perf_record(g_nurtured, "nurtured", n);
         g_perf[1] = perf_record(g_redis, "redis", n);
@@ -1070,6 +1079,8 @@ static int run_scale(size_t n, result_t *res)
         goto out;
     int64_t t1 = nt_mono_ms();
     double ncpu1 = proc_cpu_s(g_nurtured), rcpu1 = redis_cpu_s(rc_sync);
+    double ccpu1 = redis_children_cpu_s(rc_sync), forks1 = info_field(rc_sync, "stats",
+                                                                       "total_forks");
     stop_child(&g_perf[0], SIGINT, 60000);
     stop_child(&g_perf[1], SIGINT, 60000);
     if (take_snap(&h, &s1) != 0)
@@ -1126,6 +1137,8 @@ static int run_scale(size_t n, result_t *res)
     put("enrol_to_exit_exact_max_ms", "%.0f", exmax);
     put("nurtured_cpu_s", "%.2f", ncpu1 - ncpu0);
     put("redis_cpu_s", "%.2f", rcpu1 - rcpu0);
+    put("redis_forks", "%.0f", forks1 - forks0);
+    put("redis_children_cpu_s", "%.2f", ccpu1 - ccpu0);
     put("wait_phase_s", "%.2f", (double)(w1 - w0) / 1000.0);
     put("redis_used_memory_mb", "%.1f", mem1 / 1048576.0);
     put("redis_bytes_per_waiting_run", "%.0f", res->bytes);
