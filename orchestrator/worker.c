@@ -871,22 +871,14 @@ static void mp_line(nt_mp_t *m, int64_t at, const char *kind, const char *text, 
 /* A funnel counter field of the plan's stats hash, "<version>:<a><b>", and its change. */
 static void funnel(nt_mp_t *m, uint32_t version, const char *a, const char *b, const char *delta)
 {
-    char buf[256];
-    int n = snprintf(buf, sizeof(buf), "%u:%s%s", (unsigned)version, a, b);
+    char v[16];
+    int n = snprintf(v, sizeof(v), "%u:", (unsigned)version);
+    size_t la = strlen(a), lb = strlen(b);
 
-    if (n < 0) {
-        m->oom = 1;
-    } else if ((size_t)n < sizeof(buf)) {
-        nt_mp_str(m, buf, (size_t)n);
-    } else {
-        char *f = nt_msgf("%u:%s%s", (unsigned)version, a, b);
-
-        if (!f)
-            m->oom = 1;
-        else
-            nt_mp_cstr(m, f);
-        free(f);
-    }
+    nt_mp_str_head(m, (size_t)n + la + lb);
+    nt_mp_raw(m, v, (size_t)n);
+    nt_mp_raw(m, a, la);
+    nt_mp_raw(m, b, lb);
     nt_mp_cstr(m, delta);
 }
 
