@@ -37,6 +37,8 @@ typedef struct nt_run {
     int64_t node_ms;      /* when the current node was entered */
     int64_t due_ms;       /* pending timer, 0 when none */
     nt_run_status_t status;
+    int64_t enrol_real_ms; /* enrolment on the real clock (the store's "er"), carried for the
+                            * enrol-to-exit latency; not used in deciding */
 } nt_run_t;
 
 typedef enum nt_trigger_kind {

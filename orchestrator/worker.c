@@ -18,6 +18,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "applyarg.h"
 #include "clock.h"
 #include "engine.h"
 #include "keys.h"
@@ -220,6 +221,7 @@ static void run_from_reply(nt_run_t *run, const char *plan, const redisReply *ar
     run->entered_ms = strtoll((s = field(arr, "e")) ? s : "0", NULL, 10);
     run->node_ms = strtoll((s = field(arr, "ne")) ? s : "0", NULL, 10);
     run->due_ms = strtoll((s = field(arr, "d")) ? s : "0", NULL, 10);
+    run->enrol_real_ms = strtoll((s = field(arr, "er")) ? s : "0", NULL, 10);
     s = field(arr, "s");
     run->status = (s && strcmp(s, "a") == 0) ? NT_RUN_ACTIVE : NT_RUN_DONE;
 }
@@ -805,11 +807,13 @@ static void outbox_fetch(part_t *pt)
 typedef struct dinfo {
     char done;              /* the decision ends its run */
     uint32_t npath;
+    uint32_t nmsgs;         /* its messages, in batch_t.msgs after those of the ones before */
+    int64_t enrol_real_ms;  /* the run's, for the enrol-to-exit latency */
 } dinfo_t;
 
 typedef struct batch {
     part_t *pt;
-    nt_mp_t dec, leads, fixes, oids; /* the four parts of the apply argument */
+    nt_mp_t dec, leads, fixes, oids; /* the first four parts of the apply argument */
     nt_mp_t rec;            /* scratch: one message's outbox record */
     uint32_t ndec, nleads, nfixes, noids;
     dinfo_t *info;          /* per decision */
@@ -818,6 +822,7 @@ typedef struct batch {
     dmsg_t **outs;          /* outcomes this batch consumes */
     size_t nouts;
     size_t nitems;
+    nt_funnel_t funnel;     /* the decisions' funnel counters */
     int64_t next_due;
     int64_t now;            /* plan ms the batch is decided and applied at */
 } batch_t;
@@ -831,6 +836,7 @@ static void batch_free(batch_t *b)
     nt_mp_fini(&b->fixes);
     nt_mp_fini(&b->oids);
     nt_mp_fini(&b->rec);
+    nt_funnel_fini(&b->funnel);
     for (size_t i = 0; i < b->nmsgs; i++)
         dmsg_free(b->msgs[i]);
     free(b->msgs);
@@ -868,20 +874,6 @@ static void mp_line(nt_mp_t *m, int64_t at, const char *kind, const char *text, 
     nt_mp_raw(m, "\n", 1);
 }
 
-/* A funnel counter field of the plan's stats hash, "<version>:<a><b>", and its change. */
-static void funnel(nt_mp_t *m, uint32_t version, const char *a, const char *b, const char *delta)
-{
-    char v[16];
-    int n = snprintf(v, sizeof(v), "%u:", (unsigned)version);
-    size_t la = strlen(a), lb = strlen(b);
-
-    nt_mp_str_head(m, (size_t)n + la + lb);
-    nt_mp_raw(m, v, (size_t)n);
-    nt_mp_raw(m, a, la);
-    nt_mp_raw(m, b, lb);
-    nt_mp_cstr(m, delta);
-}
-
 static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
                         const nt_decision_t *d, const char *prefix)
 {
@@ -890,13 +882,16 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
     size_t hl = 0;
     FILE *hf;
     dinfo_t *info;
+    int done = d->status == NT_RUN_DONE;
 
     info = realloc(b->info, sizeof(*b->info) * (b->ndec + 1));
     if (!info)
         return -1;
     b->info = info;
-    info[b->ndec].done = d->status == NT_RUN_DONE;
+    info[b->ndec].done = (char)done;
     info[b->ndec].npath = (uint32_t)d->npath;
+    info[b->ndec].nmsgs = (uint32_t)d->nmsgs;
+    info[b->ndec].enrol_real_ms = run->enrol_real_ms;
     if (b->nmsgs + d->nmsgs > b->cmsgs) {
         size_t c = (b->cmsgs ? b->cmsgs * 2 : 64) + d->nmsgs;
         dmsg_t **v = realloc(b->msgs, sizeof(*v) * c);
@@ -913,7 +908,7 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
         fprintf(hf, "%s", prefix);
     for (size_t i = 0; i < d->nnotes; i++)
         fprintf(hf, "%s%s", i || prefix ? "; " : "", d->notes[i]);
-    if (d->status == NT_RUN_DONE)
+    if (done)
         fprintf(hf, "%sleft plan %s: %s", d->nnotes || prefix ? "; " : "", run->plan_id,
                 d->exit_reason ? d->exit_reason : "");
     fclose(hf);
@@ -922,27 +917,15 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
         if (*c == '\n' || *c == '\r')
             *c = ' ';
 
-    nt_mp_array(m, 15);
+    nt_mp_array(m, 10);
     nt_mp_cstr(m, lead->id);
     nt_mp_cstr(m, run->plan_id);
-    nt_mp_int(m, run->version);
     nt_mp_int(m, (long long)run->token);
-    nt_mp_cstr(m, d->node ? d->node : "");
-    nt_mp_cstr(m, d->status == NT_RUN_DONE ? "d" : "a");
-    nt_mp_cstr(m, d->status == NT_RUN_DONE && d->exit_reason ? d->exit_reason : "");
-    nt_mp_int(m, d->status == NT_RUN_DONE ? 0 : d->due_ms);
-    nt_mp_int(m, d->visit);
-    nt_mp_array(m, (uint32_t)(2 * d->nset));
-    for (size_t i = 0; i < d->nset; i++) {
-        nt_mp_cstr(m, d->set[i].key);
-        if (d->set[i].value)
-            nt_mp_cstr(m, d->set[i].value);
-        else
-            nt_mp_bool(m, 0);
-    }
+    nt_apply_run_fields(m, run, d, b->now);
+    nt_apply_timer(m, run, d);
+    nt_apply_lead_fields(m, run, d);
     nt_mp_int(m, d->score_delta);
-    nt_mp_cstr(m, d->stage ? nt_stage_name(d->stage) : "");
-    nt_mp_array(m, (uint32_t)d->nmsgs);
+    nt_mp_array(m, (uint32_t)(3 * d->nmsgs));
     for (size_t i = 0; i < d->nmsgs; i++) {
         const nt_outmsg_t *o = &d->msgs[i];
 
@@ -962,13 +945,14 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
             nt_mp_cstr(r, o->params[j].key);
             nt_mp_cstr(r, o->params[j].value ? o->params[j].value : "");
         }
-        if (r->oom)
+        if (r->oom) {
+            free(h);
             return -1;
+        }
         dmsg_t *dm = dmsg_from_decision(b->pt, lead, run, d, o);
 
         /* Consent is read at commit only for channels that write to the person (and for one
          * that is not loaded, whose flags are unknown). */
-        nt_mp_array(m, 3);
         nt_mp_cstr(m, o->id);
         nt_mp_str(m, r->buf, r->len);
         nt_mp_cstr(m, !dm || !dm->mod || (nt_module_flags(dm->mod) & NT_CHANNEL_CONSENT)
@@ -977,19 +961,8 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
     }
     mp_line(m, b->now, "step", h, h ? hl : 0);
     free(h);
-    /* The funnel counters this decision moves, as apply.lua adds them up once it applies */
-    int done = d->status == NT_RUN_DONE;
-    nt_mp_array(m, (uint32_t)(2 * (d->npath + (d->left ? 1 : 0) + (done ? 2 : 1))));
-    if (d->left)
-        funnel(m, run->version, d->left, ":cur", "-1");
-    for (size_t i = 0; i < d->npath; i++)
-        funnel(m, run->version, d->path[i], ":in", "1");
-    if (done) {
-        funnel(m, run->version, "active", "", "-1");
-        funnel(m, run->version, "exit:", d->exit_reason ? d->exit_reason : "", "1");
-    } else {
-        funnel(m, run->version, d->node ? d->node : "", ":cur", "1");
-    }
+    if (nt_funnel_add(&b->funnel, run, d) != 0)
+        return -1;
     b->ndec++;
     return m->oom ? -1 : 0;
 }
@@ -1038,6 +1011,8 @@ static int decide_run(batch_t *b, nt_lead_t *lead, const nt_run_t *run, const nt
     if ((rc == NT_OK || rc == NT_ENOTFOUND) && d.changed) {
         if (add_decision(b, lead, run, &d, prefix) == 0)
             added = 1;
+        else
+            b->dec.oom = 1; /* half written: the batch is given up and tried again */
     } else if (rc != NT_OK && rc != NT_ENOTFOUND) {
         nt_log_error("worker", "decide %s in %s: %s", lead->id, run->plan_id, nt_strerror(rc));
     }
@@ -1101,7 +1076,7 @@ static int load_missing_plans(part_t *pt, const redisReply *reply)
         long long k = it->type == REDIS_REPLY_ARRAY && it->elements == 3
                           ? rint_(it->element[0]) : -1;
 
-        /* (snapshot outcomes, one element, were decided on a plan this worker has) */
+        /* (snapshot outcomes, a bare index, were decided on a plan this worker has) */
         if (k >= 0 && (size_t)k < pt->ntaken)
             need_plan(pt, pt->taken[k]->msg.plan_id, it->element[2]);
     }
@@ -1134,57 +1109,58 @@ static void on_applied(nt_rc_t rc, redisReply *reply, void *arg)
         lose_partition(pt, "fencing token changed");
         for (size_t i = 0; i < b->nouts; i++)
             dmsg_free(b->outs[i]);
-    } else if (reply->elements == 4 && reply->element[1]->type == REDIS_REPLY_ARRAY &&
-               reply->element[2]->type == REDIS_REPLY_ARRAY &&
-               reply->element[3]->type == REDIS_REPLY_ARRAY) {
-        const redisReply *res = reply->element[1], *ids = reply->element[2],
-                         *marks = reply->element[3];
+    } else if (reply->elements == 3 && reply->element[1]->type == REDIS_REPLY_ARRAY &&
+               reply->element[2]->type == REDIS_REPLY_ARRAY) {
+        const redisReply *res = reply->element[1], *marks = reply->element[2];
+        size_t mi = 0;
 
-        for (size_t i = 0; i < b->ndec && i < res->elements; i++) {
-            long long v = rint_(res->element[i]);
+        /* The lead's suppression as it stood when a message was committed: a snapshot carried
+         * over from an earlier step may predate an unsubscribe. */
+        for (size_t i = 0; i + 1 < marks->elements; i += 2) {
+            long long k = rint_(marks->element[i]);
+            const char *mk = rstr(marks->element[i + 1]);
 
-            if (v == 0) {
-                nt_metrics.conflicts++;
+            if (k < 1 || (size_t)k > b->nmsgs || !b->msgs[k - 1])
                 continue;
-            }
-            nt_metrics.transitions++;
-            nt_metrics.steps += b->info[i].npath;
-            if (b->info[i].done) {
-                nt_metrics.runs_exited++;
-                if (v > 1)
-                    nt_metrics_latency(nt_real_ms() - v);
-            }
+            if (strchr(mk, 'u'))
+                set_mark(b->msgs[k - 1], "unsubscribed", "1");
+            if (strchr(mk, 's'))
+                set_mark(b->msgs[k - 1], "suppressed", "1");
         }
-        for (size_t i = 0; i < b->nmsgs; i++) {
-            dmsg_t *m = b->msgs[i];
-            const char *id = i < ids->elements ? rstr(ids->element[i]) : "";
+        for (size_t i = 0; i < b->ndec; i++) {
+            int applied = i < res->elements && rint_(res->element[i]) == 1;
 
-            b->msgs[i] = NULL;
-            if (!m || !id[0] || w->stopping) {
-                /* Not committed, or left for whoever owns the partition next. */
-                if (m && id[0])
-                    nt_metrics.messages_committed++;
-                dmsg_free(m);
-                continue;
+            if (!applied) {
+                nt_metrics.conflicts++;
+            } else {
+                nt_metrics.transitions++;
+                nt_metrics.steps += b->info[i].npath;
+                if (b->info[i].done) {
+                    nt_metrics.runs_exited++;
+                    if (b->info[i].enrol_real_ms > 0)
+                        nt_metrics_latency(nt_real_ms() - b->info[i].enrol_real_ms);
+                }
             }
-            nt_metrics.messages_committed++;
-            /* The lead's suppression as it stood when the message was committed: a snapshot
-             * carried over from an earlier step may predate an unsubscribe. */
-            if (i < marks->elements) {
-                const char *mk = rstr(marks->element[i]);
+            for (uint32_t j = 0; j < b->info[i].nmsgs && mi < b->nmsgs; j++, mi++) {
+                dmsg_t *m = b->msgs[mi];
 
-                if (strchr(mk, 'u'))
-                    set_mark(m, "unsubscribed", "1");
-                if (strchr(mk, 's'))
-                    set_mark(m, "suppressed", "1");
+                b->msgs[mi] = NULL;
+                if (!m || !applied || w->stopping) {
+                    /* Not committed, or left for whoever owns the partition next. */
+                    if (m && applied)
+                        nt_metrics.messages_committed++;
+                    dmsg_free(m);
+                    continue;
+                }
+                nt_metrics.messages_committed++;
+                m->entry = strdup(m->msg.id);
+                if (!m->entry) {
+                    dmsg_free(m);
+                    outbox_restart(pt);
+                    continue;
+                }
+                dispatch_new(pt, m);
             }
-            m->entry = strdup(id);
-            if (!m->entry) {
-                dmsg_free(m);
-                outbox_restart(pt);
-                continue;
-            }
-            dispatch_new(pt, m);
         }
         for (size_t i = 0; i < b->nouts; i++)
             dmsg_free(b->outs[i]);
@@ -1229,6 +1205,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
         return;
     }
     b->pt = pt;
+    nt_funnel_init(&b->funnel);
     b->next_due = rint_(reply->element[1]);
     b->now = now;
     b->nitems = timers->elements + events->elements + outcomes->elements;
@@ -1237,8 +1214,10 @@ static void decide_batch(part_t *pt, const redisReply *reply)
     /* Outcomes of messages delivered from memory. */
     for (size_t i = 0; b->outs && i < outcomes->elements; i++) {
         const redisReply *it = outcomes->element[i];
-        long long k = it->type == REDIS_REPLY_ARRAY && (it->elements == 3 || it->elements == 1)
-                          ? rint_(it->element[0]) : -1;
+        int own = it->type == REDIS_REPLY_INTEGER;
+        long long k = own ? it->integer
+                          : it->type == REDIS_REPLY_ARRAY && it->elements == 3
+                                ? rint_(it->element[0]) : -1;
         dmsg_t *m;
         nt_kv_t attrs[5];
         char visit[16], hist[200];
@@ -1264,7 +1243,7 @@ static void decide_batch(part_t *pt, const redisReply *reply)
         trig.attrs = attrs;
         trig.nattrs = 5;
         snprintf(hist, sizeof(hist), "%.60s: %.60s", m->msg.node_id, attrs[3].value);
-        if (it->elements == 1) {
+        if (own) {
             /* Decided on the snapshot this worker committed; the state token still guards. */
             if (!decide_run(b, &m->snap_lead, &m->snap_run, &trig, now, NULL))
                 add_lead_record(b, m->msg.lead_id, NULL, NULL, hist, NULL);
@@ -1413,11 +1392,13 @@ static void decide_batch(part_t *pt, const redisReply *reply)
         uint32_t cnt[4] = {b->ndec, b->nleads, b->nfixes, b->noids};
 
         nt_mp_init(&all);
-        nt_mp_array(&all, 4);
+        nt_mp_array(&all, 6);
         for (int s = 0; s < 4; s++) {
             nt_mp_array(&all, cnt[s]);
             nt_mp_raw(&all, sect[s]->buf, sect[s]->len);
         }
+        if (nt_funnel_pack(&b->funnel, &all) != 0)
+            all.oom = 1;
     }
     if (all.oom || b->dec.oom || b->leads.oom || b->fixes.oom || b->oids.oom) {
         nt_mp_fini(&all);

@@ -2,46 +2,41 @@
 -- KEYS[1] nt:{p}:lease  KEYS[2] nt:{p}:timers  KEYS[3] nt:{p}:events  KEYS[4] nt:{p}:outbox
 -- ARGV[1] worker  ARGV[2] fencing token  ARGV[3] now (plan ms)  ARGV[4] key prefix "nt:{p}:"
 -- ARGV[5] timeline length  ARGV[6] the batch, MessagePack (numbers as decimal strings):
---   {decisions, lead records, timer fixes, outbox ids}
---   decision: {lead, plan, version, expected state token, node, "a"|"d", exit reason, due (0:
---              none), visits, {attr, value|false, ...}, score delta, stage ("": unchanged),
---              {{message id, outbox record, "c" when its channel needs the lead's consent
---              marks else ""}, ...}, timeline line,
---              {funnel field, change, ...} (the plan's stats hash: "<version>:<node>:in" for each
---              node entered, "<version>:<node>:cur" -1 for the node left and +1 for the node it
---              rests at, "<version>:active" -1 and "<version>:exit:<reason>" +1 when it ends)}
+--   {decisions, lead records, timer fixes, outbox ids, funnel, funnel per decision}
+--   decision: {lead, plan, expected state token, {run field, value, ...} (what changes in the
+--              run hash, the state token always), timer ("": unchanged, "-": removed, else
+--              its due time), {lead field, value, ...} (set: attributes, _stage, the r:<plan>
+--              mark), {lead field, ...} (removed), score delta,
+--              {message id, outbox record, "c" when its channel needs the lead's consent marks
+--              else "", ...}, timeline line}
+--              The worker builds the run and lead fields from the snapshot the token guards, so
+--              the script only compares the token and writes.
 --   lead record: {lead, {event type, ms, ...} (events seen), timeline line, {event id, ...}}
 --   timer fix: {lead, plan, state token, due}: a timer fired without moving its run; it is set
 --              to the run's own due time (0: removed) while the run is still at that token, and
 --              removed when the run has ended or is gone
 --   outbox ids: messages whose outcome this batch consumed: deleted from the outbox
+--   funnel: {plan, {field, change, ...}, ...}: the plan stats hash counters of all decisions
+--           summed ("<version>:<node>:in" for each node entered, "<version>:<node>:cur" -1 for
+--           the node left and +1 for the node it rests at, "<version>:active" -1 and
+--           "<version>:exit:<reason>" +1 when it ends)
+--   funnel per decision: one MessagePack string of {{field, change, ...}, ...} in decision
+--           order, unpacked only when a decision does not apply, to take its share back out
 -- The outbox is a hash: message id (the idempotency key) -> outbox record, the MessagePack
 -- array {lead, plan, version, node, visit, channel, {param, value, ...}} the worker packed
 -- (outbox.lua unpacks it when a partition is taken over).
--- Returns {'FENCED'} or {'OK', results, message ids, marks}: per decision 0 when its state token
--- no longer matched (nothing of it applied), 1 when applied, or the enrolment's real ms when it
--- ended the run (for the enrol-to-exit latency); per message, in order, its message id as
--- committed ("" for messages of decisions not applied) and the lead's suppression when it was
--- committed ("u" unsubscribed, "s" suppressed, both, or ""; always "" for a message not marked
--- "c").
+-- Returns {'FENCED'} or {'OK', results, marks}: results has per decision 1 when applied, 0 when
+-- its state token no longer matched (nothing of it applied; nor are its messages committed);
+-- marks is {message index, mark, ...} for the messages marked "c" (index 1-based over the
+-- batch's messages in order) whose lead was suppressed when they were committed ("u"
+-- unsubscribed, "s" suppressed, or both).
 local me, tok, now, pre, hmax = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local l = redis.call('HMGET', KEYS[1], 'owner', 'token')
 if l[1] ~= me or l[2] ~= tok then
   return {'FENCED'}
 end
 local b = cmsgpack.unpack(ARGV[6])
-local results, ids, marks = {}, {}, {}
-
--- funnel counters are summed over the batch and written once per field
-local stats = {}
-local function count(plan, f, n)
-  local t = stats[plan]
-  if not t then
-    t = {}
-    stats[plan] = t
-  end
-  t[f] = (t[f] or 0) + n
-end
+local results, marks = {}, {}
 
 -- The timeline is one string per lead of lines "<at>|<kind>|<text>\n", oldest first: far smaller
 -- in Redis than a list or stream per lead (architecture.md). The worker sends each line whole;
@@ -128,112 +123,93 @@ end
 -- from a script costs far more than its arguments): outbox records, timers set and removed.
 -- A batch holds one decision per run, so no timer is both set and removed here.
 local obox, zadd, zrem = {}, {}, {}
-for _, d in ipairs(b[1]) do
+local mi, failed = 0, nil
+for k, d in ipairs(b[1]) do
   local lead, plan = d[1], d[2]
   local rk = pre .. 'run:' .. lead .. ':' .. plan
-  local lk = pre .. 'lead:' .. lead
-  local member = lead .. '|' .. plan
-  local cur = redis.call('HMGET', rk, 't', 's', 'er', 'd')
-  local msgs = d[13]
-  if cur[1] ~= d[4] or cur[2] ~= 'a' then
-    results[#results + 1] = 0
-    for _ = 1, #msgs do
-      ids[#ids + 1] = ''
-      marks[#marks + 1] = ''
-    end
+  local msgs = d[9]
+  if redis.call('HGET', rk, 't') ~= d[3] then
+    results[k] = 0
+    mi = mi + #msgs / 3
+    failed = failed or {}
+    failed[#failed + 1] = k
   else
-    local node, status, due = d[5], d[6], d[8]
-    if status == 'd' then
-      redis.call('HSET', rk, 'n', node, 't', tonumber(cur[1]) + 1, 'vi', d[9], 'ne', now,
-                 'd', due, 's', status, 'x', d[7], 'xt', now)
-    else
-      redis.call('HSET', rk, 'n', node, 't', tonumber(cur[1]) + 1, 'vi', d[9], 'ne', now,
-                 'd', due, 's', status)
+    local lk = pre .. 'lead:' .. lead
+    redis.call('HSET', rk, unpack(d[4]))
+    if #d[7] > 0 then
+      redis.call('HDEL', lk, unpack(d[7]))
     end
-    local f = d[15]
-    for i = 1, #f, 2 do
-      count(plan, f[i], f[i + 1])
+    if #d[6] > 0 then
+      redis.call('HSET', lk, unpack(d[6]))
     end
-    -- the lead's fields: attribute changes in order (the last one of a name wins), the stage
-    -- and, when the run ends, its r:<plan> mark, in one HSET (and one HDEL)
-    local set, hs = d[10], nil
-    if #set > 0 then
-      local last, hd = {}, {}
-      hs = {}
-      for i = 1, #set, 2 do
-        last[set[i]] = set[i + 1]
-      end
-      for k, val in pairs(last) do
-        if val == false then
-          hd[#hd + 1] = k
-        else
-          hs[#hs + 1] = k
-          hs[#hs + 1] = val
-        end
-      end
-      if #hd > 0 then
-        redis.call('HDEL', lk, unpack(hd))
-      end
-    end
-    if d[12] ~= '' then
-      hs = hs or {}
-      hs[#hs + 1] = '_stage'
-      hs[#hs + 1] = d[12]
-    end
-    if status == 'd' then
-      hs = hs or {}
-      hs[#hs + 1] = 'r:' .. plan
-      hs[#hs + 1] = 'd'
-    end
-    if hs and #hs > 0 then
-      redis.call('HSET', lk, unpack(hs))
-    end
-    if d[11] ~= '0' then
-      redis.call('HINCRBY', lk, '_score', d[11])
+    if d[8] ~= '0' then
+      redis.call('HINCRBY', lk, '_score', d[8])
     end
     local mark
-    for _, m in ipairs(msgs) do
-      if m[3] == 'c' then
+    for i = 1, #msgs, 3 do
+      mi = mi + 1
+      if msgs[i + 2] == 'c' then
         if not mark then
           local u = redis.call('HMGET', lk, '_unsub', '_suppressed')
           mark = (u[1] and 'u' or '') .. (u[2] and 's' or '')
         end
-        marks[#marks + 1] = mark
-      else
-        marks[#marks + 1] = ''
+        if mark ~= '' then
+          marks[#marks + 1] = mi
+          marks[#marks + 1] = mark
+        end
       end
-      obox[#obox + 1] = m[1]
-      obox[#obox + 1] = m[2]
-      ids[#ids + 1] = m[1]
+      obox[#obox + 1] = msgs[i]
+      obox[#obox + 1] = msgs[i + 1]
     end
-    if d[14] ~= '' then
-      timeline(lead, d[14])
+    if d[10] ~= '' then
+      timeline(lead, d[10])
     end
-    if status ~= 'd' and tonumber(due) > 0 then
-      zadd[#zadd + 1] = due
-      zadd[#zadd + 1] = member
-    elseif cur[4] ~= '0' then
-      -- a run without a due time has no timer to remove
-      zrem[#zrem + 1] = member
+    local tm = d[5]
+    if tm == '-' then
+      zrem[#zrem + 1] = lead .. '|' .. plan
+    elseif tm ~= '' then
+      zadd[#zadd + 1] = tm
+      zadd[#zadd + 1] = lead .. '|' .. plan
     end
-    if status == 'd' then
-      results[#results + 1] = tonumber(cur[3] or '0') or 0
-    else
-      results[#results + 1] = 1
-    end
+    results[k] = 1
   end
 end
 chunked('HSET', KEYS[4], obox, 500)
 chunked('ZADD', KEYS[2], zadd, 500)
 chunked('ZREM', KEYS[2], zrem, 500)
 
-for plan, t in pairs(stats) do
+-- the funnel counters, summed by the worker over all decisions; those of a decision that did
+-- not apply are taken back out
+local fun = b[5]
+local back
+if failed then
+  local per = cmsgpack.unpack(b[6])
+  back = {}
+  for _, k in ipairs(failed) do
+    local plan, f = b[1][k][2], per[k]
+    local t = back[plan]
+    if not t then
+      t = {}
+      back[plan] = t
+    end
+    for i = 1, #f, 2 do
+      t[f[i]] = (t[f[i]] or 0) + tonumber(f[i + 1])
+    end
+  end
+end
+for j = 1, #fun, 2 do
+  local plan, f = fun[j], fun[j + 1]
   local sk = pre .. 'stats:' .. plan
-  for f, n in pairs(t) do
+  local t = back and back[plan]
+  for i = 1, #f, 2 do
+    local n = tonumber(f[i + 1])
+    if t and t[f[i]] then
+      n = n - t[f[i]]
+    end
     if n ~= 0 then
-      redis.call('HINCRBY', sk, f, n)
+      redis.call('HINCRBY', sk, f[i], n)
     end
   end
 end
 timeline_flush()
-return {'OK', results, ids, marks}
+return {'OK', results, marks}

@@ -9,7 +9,8 @@
 -- {'OK', next_due, timers, events, outcomes} where
 --   timers = { {lead, plan, leadfields, runfields}, ... }
 --   events = { {id, lead, eventfields, leadfields, {plan, runfields, ...}}, ... }
---   outcomes = { {index of the pair (0-based), leadfields, runfields} or {index}, ... }
+--   outcomes = { {index of the pair (0-based), leadfields, runfields} or index, ... } (a bare
+--              index for plan "": nothing read)
 -- At most one item per lead: a lead's further timers and events wait for the next batch (its
 -- events stay pending in the consumer group and come first next time), so a batch never holds
 -- two decisions for one run.
@@ -26,7 +27,7 @@ for i = 8, #ARGV - 1, 2 do
     seen[lead] = true
     if plan == '' then
       -- the caller decides this one on its own snapshot
-      outcomes[#outcomes + 1] = {(i - 8) / 2}
+      outcomes[#outcomes + 1] = (i - 8) / 2
     else
       outcomes[#outcomes + 1] = {(i - 8) / 2, redis.call('HGETALL', pre .. 'lead:' .. lead),
                                  redis.call('HGETALL', pre .. 'run:' .. lead .. ':' .. plan)}
