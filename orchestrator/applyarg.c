@@ -175,6 +175,14 @@ int nt_funnel_add(nt_funnel_t *f, const nt_run_t *run, const nt_decision_t *d)
     return count(f, run, d->node ? d->node : "", ":cur", 1);
 }
 
+void nt_apply_list(nt_mp_t *m, uint32_t n)
+{
+    if (n)
+        nt_mp_array(m, n);
+    else
+        nt_mp_str(m, "", 0);
+}
+
 void nt_apply_run_fields(nt_mp_t *m, const nt_run_t *run, const nt_decision_t *d, int64_t now)
 {
     int done = d->status == NT_RUN_DONE;
@@ -229,7 +237,7 @@ void nt_apply_lead_fields(nt_mp_t *m, const nt_run_t *run, const nt_decision_t *
         else
             ndel++;
     }
-    nt_mp_array(m, 2 * (nset + (d->stage ? 1 : 0) + (done ? 1 : 0)));
+    nt_apply_list(m, 2 * (nset + (d->stage ? 1 : 0) + (done ? 1 : 0)));
     for (int del = 0; del < 2; del++) {
         if (del) {
             if (d->stage) {
@@ -244,7 +252,7 @@ void nt_apply_lead_fields(nt_mp_t *m, const nt_run_t *run, const nt_decision_t *
                 nt_mp_raw(m, run->plan_id, lp);
                 nt_mp_cstr(m, "d");
             }
-            nt_mp_array(m, ndel);
+            nt_apply_list(m, ndel);
         }
         for (size_t i = 0; i < d->nset; i++) {
             size_t j;

@@ -10,6 +10,10 @@
 #include "engine.h"
 #include "msgpack.h"
 
+/* The header of a list of n items; an empty one is written as the empty string, which
+ * apply.lua takes for an empty list (# is 0 for both) without making a table. */
+void nt_apply_list(nt_mp_t *m, uint32_t n);
+
 /* {run field, value, ...}: the state token and node always, the visits and node-entered
  * time, the due time when it changes, status, exit reason and exit time when the run ends. */
 void nt_apply_run_fields(nt_mp_t *m, const nt_run_t *run, const nt_decision_t *d, int64_t now);

@@ -925,7 +925,7 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
     nt_apply_timer(m, run, d);
     nt_apply_lead_fields(m, run, d);
     nt_mp_int(m, d->score_delta);
-    nt_mp_array(m, (uint32_t)(3 * d->nmsgs));
+    nt_apply_list(m, (uint32_t)(3 * d->nmsgs));
     for (size_t i = 0; i < d->nmsgs; i++) {
         const nt_outmsg_t *o = &d->msgs[i];
 

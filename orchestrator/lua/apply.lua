@@ -10,7 +10,8 @@
 --              {message id, outbox record, "c" when its channel needs the lead's consent marks
 --              else "", ...}, timeline line}
 --              The worker builds the run and lead fields from the snapshot the token guards, so
---              the script only compares the token and writes.
+--              the script only compares the token and writes. An empty list may come as the
+--              empty string (# is 0 for both), which spares Lua a table.
 --   lead record: {lead, {event type, ms, ...} (events seen), timeline line, {event id, ...}}
 --   timer fix: {lead, plan, state token, due}: a timer fired without moving its run; it is set
 --              to the run's own due time (0: removed) while the run is still at that token, and

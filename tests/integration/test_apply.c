@@ -95,7 +95,7 @@ static void pack(nt_mp_t *m, nt_funnel_t *f, const char *lead, const nt_run_t *r
     nt_apply_timer(m, run, d);
     nt_apply_lead_fields(m, run, d);
     nt_mp_int(m, d->score_delta);
-    nt_mp_array(m, (uint32_t)(3 * nmsgs));
+    nt_apply_list(m, (uint32_t)(3 * nmsgs));
     for (size_t i = 0; i < 3 * nmsgs; i++)
         nt_mp_cstr(m, msgs[i]);
     nt_mp_cstr(m, line);
