@@ -189,15 +189,10 @@ void nt_apply_run_fields(nt_mp_t *m, const nt_run_t *run, const nt_decision_t *d
     int64_t due = done ? 0 : d->due_ms;
     int dch = due != run->due_ms;
 
-    nt_mp_array(m, 2 * (4 + (dch ? 1 : 0) + (done ? 3 : 0)));
-    nt_mp_cstr(m, "n");
     nt_mp_cstr(m, d->node ? d->node : "");
-    nt_mp_cstr(m, "t");
     nt_mp_int(m, (long long)run->token + 1);
-    nt_mp_cstr(m, "vi");
     nt_mp_int(m, d->visit);
-    nt_mp_cstr(m, "ne");
-    nt_mp_int(m, now);
+    nt_apply_list(m, 2 * ((dch ? 1 : 0) + (done ? 3 : 0)));
     if (dch) {
         nt_mp_cstr(m, "d");
         nt_mp_int(m, due);

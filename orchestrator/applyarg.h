@@ -14,8 +14,9 @@
  * apply.lua takes for an empty list (# is 0 for both) without making a table. */
 void nt_apply_list(nt_mp_t *m, uint32_t n);
 
-/* {run field, value, ...}: the state token and node always, the visits and node-entered
- * time, the due time when it changes, status, exit reason and exit time when the run ends. */
+/* The run's new node, state token and visits (apply.lua writes them with the node-entered time,
+ * the batch's now), then {run field, value, ...}: the due time when it changes; status, exit
+ * reason and exit time when the run ends. */
 void nt_apply_run_fields(nt_mp_t *m, const nt_run_t *run, const nt_decision_t *d, int64_t now);
 
 /* The timer: its due time while the run waits, "-" when one it had goes, else "". */

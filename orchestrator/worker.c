@@ -917,7 +917,7 @@ static int add_decision(batch_t *b, const nt_lead_t *lead, const nt_run_t *run,
         if (*c == '\n' || *c == '\r')
             *c = ' ';
 
-    nt_mp_array(m, 10);
+    nt_mp_array(m, 13);
     nt_mp_cstr(m, lead->id);
     nt_mp_cstr(m, run->plan_id);
     nt_mp_int(m, (long long)run->token);

@@ -3,8 +3,9 @@
 -- ARGV[1] worker  ARGV[2] fencing token  ARGV[3] now (plan ms)  ARGV[4] key prefix "nt:{p}:"
 -- ARGV[5] timeline length  ARGV[6] the batch, MessagePack (numbers as decimal strings):
 --   {decisions, lead records, timer fixes, outbox ids, funnel, funnel per decision}
---   decision: {lead, plan, expected state token, {run field, value, ...} (what changes in the
---              run hash, the state token always), timer ("": unchanged, "-": removed, else
+--   decision: {lead, plan, expected state token, node, new state token, visits (written with
+--              the node-entered time, now), {run field, value, ...} (the due time when it
+--              changes; s, x, xt when the run ends), timer ("": unchanged, "-": removed, else
 --              its due time), {lead field, value, ...} (set: attributes, _stage, the r:<plan>
 --              mark), {lead field, ...} (removed), score delta,
 --              {message id, outbox record, "c" when its channel needs the lead's consent marks
@@ -128,7 +129,7 @@ local mi, failed = 0, nil
 for k, d in ipairs(b[1]) do
   local lead, plan = d[1], d[2]
   local rk = pre .. 'run:' .. lead .. ':' .. plan
-  local msgs = d[9]
+  local msgs = d[12]
   if redis.call('HGET', rk, 't') ~= d[3] then
     results[k] = 0
     mi = mi + #msgs / 3
@@ -136,15 +137,20 @@ for k, d in ipairs(b[1]) do
     failed[#failed + 1] = k
   else
     local lk = pre .. 'lead:' .. lead
-    redis.call('HSET', rk, unpack(d[4]))
-    if #d[7] > 0 then
-      redis.call('HDEL', lk, unpack(d[7]))
+    local x = d[7]
+    if #x > 0 then
+      redis.call('HSET', rk, 'n', d[4], 't', d[5], 'vi', d[6], 'ne', now, unpack(x))
+    else
+      redis.call('HSET', rk, 'n', d[4], 't', d[5], 'vi', d[6], 'ne', now)
     end
-    if #d[6] > 0 then
-      redis.call('HSET', lk, unpack(d[6]))
+    if #d[10] > 0 then
+      redis.call('HDEL', lk, unpack(d[10]))
     end
-    if d[8] ~= '0' then
-      redis.call('HINCRBY', lk, '_score', d[8])
+    if #d[9] > 0 then
+      redis.call('HSET', lk, unpack(d[9]))
+    end
+    if d[11] ~= '0' then
+      redis.call('HINCRBY', lk, '_score', d[11])
     end
     local mark
     for i = 1, #msgs, 3 do
@@ -162,10 +168,10 @@ for k, d in ipairs(b[1]) do
       obox[#obox + 1] = msgs[i]
       obox[#obox + 1] = msgs[i + 1]
     end
-    if d[10] ~= '' then
-      timeline(lead, d[10])
+    if d[13] ~= '' then
+      timeline(lead, d[13])
     end
-    local tm = d[5]
+    local tm = d[8]
     if tm == '-' then
       zrem[#zrem + 1] = lead .. '|' .. plan
     elseif tm ~= '' then

@@ -87,7 +87,7 @@ static void lead_with_run(const char *lead, const char *unsub, const char *suppr
 static void pack(nt_mp_t *m, nt_funnel_t *f, const char *lead, const nt_run_t *run,
                  const nt_decision_t *d, const char *const *msgs, size_t nmsgs, const char *line)
 {
-    nt_mp_array(m, 10);
+    nt_mp_array(m, 13);
     nt_mp_cstr(m, lead);
     nt_mp_cstr(m, run->plan_id);
     nt_mp_int(m, (long long)run->token);
