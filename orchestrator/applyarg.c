@@ -215,52 +215,51 @@ void nt_apply_timer(nt_mp_t *m, const nt_run_t *run, const nt_decision_t *d)
         nt_mp_cstr(m, run->due_ms ? "-" : "");
 }
 
+/* Non-zero when attribute change i is followed by another change of the same name. */
+static int superseded(const nt_decision_t *d, size_t i)
+{
+    for (size_t j = i + 1; j < d->nset; j++)
+        if (strcmp(d->set[j].key, d->set[i].key) == 0)
+            return 1;
+    return 0;
+}
+
 void nt_apply_lead_fields(nt_mp_t *m, const nt_run_t *run, const nt_decision_t *d)
 {
     int done = d->status == NT_RUN_DONE;
     uint32_t nset = 0, ndel = 0;
 
     for (size_t i = 0; i < d->nset; i++) {
-        size_t j;
-
-        for (j = i + 1; j < d->nset && strcmp(d->set[j].key, d->set[i].key) != 0; j++)
-            ;
-        if (j < d->nset)
-            continue; /* changed again later */
+        if (superseded(d, i))
+            continue;
         if (d->set[i].value)
             nset++;
         else
             ndel++;
     }
+
     nt_apply_list(m, 2 * (nset + (d->stage ? 1 : 0) + (done ? 1 : 0)));
-    for (int del = 0; del < 2; del++) {
-        if (del) {
-            if (d->stage) {
-                nt_mp_cstr(m, "_stage");
-                nt_mp_cstr(m, nt_stage_name(d->stage));
-            }
-            if (done) {
-                size_t lp = strlen(run->plan_id);
-
-                nt_mp_str_head(m, 2 + lp);
-                nt_mp_raw(m, "r:", 2);
-                nt_mp_raw(m, run->plan_id, lp);
-                nt_mp_cstr(m, "d");
-            }
-            nt_apply_list(m, ndel);
-        }
-        for (size_t i = 0; i < d->nset; i++) {
-            size_t j;
-
-            if ((d->set[i].value == NULL) != del)
-                continue;
-            for (j = i + 1; j < d->nset && strcmp(d->set[j].key, d->set[i].key) != 0; j++)
-                ;
-            if (j < d->nset)
-                continue;
+    for (size_t i = 0; i < d->nset; i++) {
+        if (d->set[i].value && !superseded(d, i)) {
             nt_mp_cstr(m, d->set[i].key);
-            if (!del)
-                nt_mp_cstr(m, d->set[i].value);
+            nt_mp_cstr(m, d->set[i].value);
         }
     }
+    if (d->stage) {
+        nt_mp_cstr(m, "_stage");
+        nt_mp_cstr(m, nt_stage_name(d->stage));
+    }
+    if (done) {
+        size_t lp = strlen(run->plan_id);
+
+        nt_mp_str_head(m, 2 + lp);
+        nt_mp_raw(m, "r:", 2);
+        nt_mp_raw(m, run->plan_id, lp);
+        nt_mp_cstr(m, "d");
+    }
+
+    nt_apply_list(m, ndel);
+    for (size_t i = 0; i < d->nset; i++)
+        if (!d->set[i].value && !superseded(d, i))
+            nt_mp_cstr(m, d->set[i].key);
 }

@@ -181,6 +181,19 @@ static char *hget(const char *key, const char *field)
     return v;
 }
 
+/* Each of the n (field, value) pairs of want is in the hash at key. */
+static void assert_hash(const char *key, const char *const want[][2], size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *v = hget(key, want[i][0]);
+
+        if (!v)
+            fail_msg("%s has no field %s", key, want[i][0]);
+        assert_string_equal(v, want[i][1]);
+        free(v);
+    }
+}
+
 static void test_apply_reads_consent_only_for_messages_that_ask(void **state)
 {
     nt_mp_t dec, m;
@@ -229,12 +242,7 @@ static void test_apply_reads_consent_only_for_messages_that_ask(void **state)
     nt_key_run(key, P, "gone", "p");
     static const char *const run_want[][2] = {{"n", "next"}, {"t", "6"}, {"vi", "2"},
                                               {"ne", "1000"}, {"d", "0"}, {"s", "a"}};
-    for (size_t i = 0; i < 6; i++) {
-        v = hget(key, run_want[i][0]);
-        assert_non_null(v);
-        assert_string_equal(v, run_want[i][1]);
-        free(v);
-    }
+    assert_hash(key, run_want, 6);
     v = hget(nt_key_run(key, P, "stale", "p"), "n");
     assert_string_equal(v, "start");
     free(v);
@@ -255,12 +263,7 @@ static void test_apply_reads_consent_only_for_messages_that_ask(void **state)
     nt_key_part(key, P, "stats:p");
     static const char *const fields[][2] = {
         {"1:start:cur", "-4"}, {"1:next:in", "4"}, {"1:next:cur", "4"}};
-    for (size_t i = 0; i < 3; i++) {
-        v = hget(key, fields[i][0]);
-        assert_non_null(v);
-        assert_string_equal(v, fields[i][1]);
-        free(v);
-    }
+    assert_hash(key, fields, 3);
     nt_mp_fini(&m);
     nt_mp_fini(&dec);
     nt_funnel_fini(&f);
@@ -301,12 +304,7 @@ static void test_apply_takes_a_stale_decisions_counters_back(void **state)
     nt_key_part(key, P, "stats:q");
     static const char *const fields[][2] = {
         {"1:start:cur", "-1"}, {"1:next:in", "1"}, {"1:next:cur", "1"}};
-    for (size_t i = 0; i < 3; i++) {
-        char *v = hget(key, fields[i][0]);
-        assert_non_null(v);
-        assert_string_equal(v, fields[i][1]);
-        free(v);
-    }
+    assert_hash(key, fields, 3);
     assert_null(hget(key, "1:third:in"));
     assert_null(hget(key, "1:third:cur"));
     nt_mp_fini(&m);
@@ -376,17 +374,9 @@ static void test_apply_writes_lead_fields_in_order_and_batches_timers(void **sta
     nt_key_lead(key, P, "moves");
     assert_null(hget(key, "a"));
     static const char *const want[][2] = {{"b", "2"}, {"c", "y"}, {"_stage", "mql"},
-                                          {"_score", "3"}, {"r:p", NULL}};
-    for (size_t i = 0; i < 5; i++) {
-        char *v = hget(key, want[i][0]);
-        if (!want[i][1]) {
-            assert_null(v);
-            continue;
-        }
-        assert_non_null(v);
-        assert_string_equal(v, want[i][1]);
-        free(v);
-    }
+                                          {"_score", "3"}};
+    assert_hash(key, want, 4);
+    assert_null(hget(key, "r:p")); /* the run goes on */
     assert_true(timer_of("moves") == 5000);
 
     /* the run that ended: its mark, its removal, its timer gone */
@@ -402,12 +392,7 @@ static void test_apply_writes_lead_fields_in_order_and_batches_timers(void **sta
     nt_key_run(key, P, "ends", "p");
     static const char *const end_want[][2] = {{"s", "d"}, {"x", "bye"}, {"xt", "1000"},
                                               {"d", "0"}, {"t", "6"}};
-    for (size_t i = 0; i < 5; i++) {
-        v = hget(key, end_want[i][0]);
-        assert_non_null(v);
-        assert_string_equal(v, end_want[i][1]);
-        free(v);
-    }
+    assert_hash(key, end_want, 5);
     v = hget(nt_key_part(key, P, "stats:p"), "1:exit:bye");
     assert_string_equal(v, "1");
     free(v);
